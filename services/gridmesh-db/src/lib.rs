@@ -1,1 +1,30 @@
-//! placeholder
+//! The PostgreSQL data layer of gridmesh.
+//!
+//! Functions take a pool (or a connection) and domain types from `gridmesh-core`, and return
+//! domain types or [`DbError`]. Nothing here knows about HTTP or MQTT; callers map errors to
+//! their own answers (the API uses [`DbError::constraint`] to turn a violated constraint into a
+//! precise 409 or 422).
+//!
+//! The schema lives in `migrations/` at the repository root and is embedded in [`MIGRATOR`].
+
+mod agents;
+mod error;
+mod grid;
+mod pool;
+mod telemetry;
+mod users;
+
+pub use agents::{AgentKey, create_agent, enroll_key, find_active_key, revoke_key};
+pub use error::DbError;
+pub use grid::{get_site, insert_grid_node, insert_site, load_topology};
+pub use pool::{ConnectOptions, MIGRATOR, connect, connect_with_retry, migrate};
+pub use telemetry::{
+    StoredReading, count_telemetry, ensure_telemetry_partitions, insert_telemetry, latest_reading,
+};
+pub use users::{
+    ApiToken, Caller, NewUser, User, UserFilter, authenticate, create_user, get_user, hash_token,
+    issue_token, list_users, revoke_token,
+};
+
+/// The connection pool type used throughout gridmesh.
+pub type Pool = sqlx::PgPool;

@@ -1,0 +1,113 @@
+use chrono::{DateTime, Utc};
+use gridmesh_core::{AgentId, SiteId};
+use uuid::Uuid;
+
+use crate::{DbError, Pool};
+
+/// An enrolled agent key and whom it speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentKey {
+    /// Key id.
+    pub id: Uuid,
+    /// The agent holding the key.
+    pub agent: AgentId,
+    /// The agent's site.
+    pub site: SiteId,
+    /// The ed25519 public key.
+    pub public_key: [u8; 32],
+    /// When it was enrolled.
+    pub enrolled_at: DateTime<Utc>,
+}
+
+/// Registers an agent for a site.
+///
+/// # Errors
+/// [`DbError::Constraint`] `agents_site_id_fkey` for an unknown site.
+pub async fn create_agent(pool: &Pool, site: SiteId, name: &str) -> Result<AgentId, DbError> {
+    let id = AgentId::new_random();
+    sqlx::query("INSERT INTO agents (id, site_id, name) VALUES ($1, $2, $3)")
+        .bind(id.0)
+        .bind(site.0)
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(id)
+}
+
+/// Enrolls `public_key` as the agent's active key, revoking any key it had (rotation), in one
+/// transaction.
+///
+/// # Errors
+/// [`DbError::Constraint`] `agent_keys_unique_key` when the key is already enrolled (for this or
+/// another agent), `agent_keys_agent_id_fkey` for an unknown agent.
+pub async fn enroll_key(
+    pool: &Pool,
+    agent: AgentId,
+    public_key: [u8; 32],
+) -> Result<Uuid, DbError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE agent_keys SET revoked_at = now(), revoked_reason = 'rotated'
+         WHERE agent_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(agent.0)
+    .execute(&mut *tx)
+    .await?;
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO agent_keys (id, agent_id, public_key) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(agent.0)
+        .bind(public_key.as_slice())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Revokes an agent's active key with a reason; returns whether a key was revoked.
+///
+/// # Errors
+/// Database errors.
+pub async fn revoke_key(pool: &Pool, agent: AgentId, reason: &str) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE agent_keys SET revoked_at = now(), revoked_reason = $2
+         WHERE agent_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(agent.0)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The active (not revoked) enrolment of `public_key`, if any: what ingest checks before it
+/// trusts a signature.
+///
+/// # Errors
+/// Database errors.
+pub async fn find_active_key(
+    pool: &Pool,
+    public_key: &[u8; 32],
+) -> Result<Option<AgentKey>, DbError> {
+    let row: Option<(Uuid, Uuid, Uuid, Vec<u8>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT k.id, k.agent_id, a.site_id, k.public_key, k.enrolled_at
+         FROM agent_keys k JOIN agents a ON a.id = k.agent_id
+         WHERE k.public_key = $1 AND k.revoked_at IS NULL",
+    )
+    .bind(public_key.as_slice())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(id, agent, site, key, enrolled_at)| {
+        let public_key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| DbError::Corrupt("agent_keys.public_key is not 32 bytes".into()))?;
+        Ok(AgentKey {
+            id,
+            agent: AgentId(agent),
+            site: SiteId(site),
+            public_key,
+            enrolled_at,
+        })
+    })
+    .transpose()
+}

@@ -1,0 +1,71 @@
+use thiserror::Error;
+
+/// What went wrong in the data layer.
+#[derive(Debug, Error)]
+pub enum DbError {
+    /// The database could not be reached or the connection broke.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A migration failed; the service must not start on a half-migrated schema.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A row broke a constraint (unique, foreign key, check). `constraint` is its name.
+    #[error("constraint {constraint} violated: {message}")]
+    Constraint {
+        /// The constraint's name, as in `migrations/`.
+        constraint: String,
+        /// PostgreSQL's message.
+        message: String,
+    },
+    /// A value cannot be stored as given (for example a sequence number beyond `i64::MAX`).
+    #[error("invalid value for {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A stored row that does not map back to a domain value (a schema/code mismatch).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+}
+
+impl DbError {
+    /// The violated constraint's name, when this is a constraint violation.
+    #[must_use]
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Constraint { constraint, .. } => Some(constraint),
+            _ => None,
+        }
+    }
+
+    /// True when the database could not be reached (worth retrying later).
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Database(ref db) => match db.constraint() {
+                Some(c) => DbError::Constraint {
+                    constraint: c.to_owned(),
+                    message: db.message().to_owned(),
+                },
+                None => DbError::Other(e),
+            },
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => DbError::Unavailable(e),
+            other => DbError::Other(other),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+use gridmesh_core::{
+    BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, Site, SiteId,
+    Topology, UserId, WattHours, Watts,
+};
+use uuid::Uuid;
+
+use crate::{DbError, Pool};
+
+/// Stores a grid node. The database refuses an unknown parent (`grid_nodes_parent_id_fkey`), a
+/// cycle (`grid_nodes_no_cycle`) and negative limits.
+///
+/// # Errors
+/// [`DbError::Constraint`] naming the rule broken.
+pub async fn insert_grid_node(pool: &Pool, node: &GridNode) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO grid_nodes (id, parent_id, kind, name, import_limit_w, export_limit_w)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(node.id.0)
+    .bind(node.parent.map(|p| p.0))
+    .bind(node.kind.as_str())
+    .bind(&node.name)
+    .bind(node.import_limit.get())
+    .bind(node.export_limit.get())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Stores a site after [`Site::validate`]; the database also refuses an unknown owner, a feeder
+/// that is unknown or a transformer (`sites_feeder`), and negative ratings.
+///
+/// # Errors
+/// [`DbError::Invalid`] for a site that fails validation, [`DbError::Constraint`] otherwise.
+pub async fn insert_site(pool: &Pool, site: &Site) -> Result<(), DbError> {
+    site.validate().map_err(|e| DbError::Invalid {
+        field: "site",
+        reason: e.to_string(),
+    })?;
+    sqlx::query(
+        "INSERT INTO sites (id, owner_id, feeder_id, name, latitude, longitude, rated_pv_w,
+             battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
+             grid_import_limit_w, grid_export_limit_w)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(site.id.0)
+    .bind(site.owner.0)
+    .bind(site.feeder.0)
+    .bind(&site.name)
+    .bind(site.location.map(|l| l.lat))
+    .bind(site.location.map(|l| l.lon))
+    .bind(site.rated_pv.get())
+    .bind(site.battery.map(|b| b.capacity.get()))
+    .bind(site.battery.map(|b| b.max_charge.get()))
+    .bind(site.battery.map(|b| b.max_discharge.get()))
+    .bind(site.grid.import_limit.get())
+    .bind(site.grid.export_limit.get())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct SiteRow {
+    id: Uuid,
+    owner_id: Uuid,
+    feeder_id: Uuid,
+    name: String,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    rated_pv_w: i64,
+    battery_capacity_wh: Option<i64>,
+    battery_max_charge_w: Option<i64>,
+    battery_max_discharge_w: Option<i64>,
+    grid_import_limit_w: i64,
+    grid_export_limit_w: i64,
+}
+
+/// One site by id.
+///
+/// # Errors
+/// Database errors only; an unknown id is `Ok(None)`.
+pub async fn get_site(pool: &Pool, id: SiteId) -> Result<Option<Site>, DbError> {
+    let row: Option<SiteRow> = sqlx::query_as(
+        "SELECT id, owner_id, feeder_id, name, latitude, longitude, rated_pv_w,
+             battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
+             grid_import_limit_w, grid_export_limit_w
+         FROM sites WHERE id = $1",
+    )
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| Site {
+        id: SiteId(r.id),
+        owner: UserId(r.owner_id),
+        feeder: GridNodeId(r.feeder_id),
+        name: r.name,
+        location: r
+            .latitude
+            .zip(r.longitude)
+            .map(|(lat, lon)| GeoPoint { lat, lon }),
+        rated_pv: Watts(r.rated_pv_w),
+        battery: match (
+            r.battery_capacity_wh,
+            r.battery_max_charge_w,
+            r.battery_max_discharge_w,
+        ) {
+            (Some(c), Some(ch), Some(dis)) => Some(BatterySpec {
+                capacity: WattHours(c),
+                max_charge: Watts(ch),
+                max_discharge: Watts(dis),
+            }),
+            _ => None,
+        },
+        grid: GridConnection {
+            import_limit: Watts(r.grid_import_limit_w),
+            export_limit: Watts(r.grid_export_limit_w),
+        },
+    }))
+}
+
+/// The whole grid tree with every site's feeder, validated.
+///
+/// # Errors
+/// Database errors, or [`DbError::Corrupt`] if the stored tree is not a valid topology.
+pub async fn load_topology(pool: &Pool) -> Result<Topology, DbError> {
+    let nodes: Vec<(Uuid, Option<Uuid>, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, parent_id, kind, name, import_limit_w, export_limit_w FROM grid_nodes",
+    )
+    .fetch_all(pool)
+    .await?;
+    let nodes = nodes
+        .into_iter()
+        .map(|(id, parent, kind, name, imp, exp)| {
+            let kind = match kind.as_str() {
+                "transformer" => GridNodeKind::Transformer,
+                "feeder" => GridNodeKind::Feeder,
+                other => return Err(DbError::Corrupt(format!("grid_nodes.kind {other:?}"))),
+            };
+            Ok(GridNode {
+                id: GridNodeId(id),
+                kind,
+                parent: parent.map(GridNodeId),
+                name,
+                import_limit: Watts(imp),
+                export_limit: Watts(exp),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sites: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT id, feeder_id FROM sites")
+        .fetch_all(pool)
+        .await?;
+    Topology::new(
+        nodes,
+        sites.into_iter().map(|(s, f)| (SiteId(s), GridNodeId(f))),
+    )
+    .map_err(|e| DbError::Corrupt(e.to_string()))
+}

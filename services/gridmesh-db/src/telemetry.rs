@@ -1,0 +1,185 @@
+use chrono::{DateTime, NaiveDate, Utc};
+use gridmesh_core::{AgentId, Reading, SiteId, StateOfCharge, WattHours, Watts};
+use uuid::Uuid;
+
+use crate::{DbError, Pool};
+
+/// A reading as stored, with its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReading {
+    /// The agent that sent it.
+    pub agent: AgentId,
+    /// Its sequence number.
+    pub seq: u64,
+    /// The measurements.
+    pub reading: Reading,
+    /// When ingest stored it.
+    pub received_at: DateTime<Utc>,
+    /// Plausibility flags (0 = none).
+    pub flags: i32,
+}
+
+/// Creates the daily telemetry partitions for `[first_day, first_day + days)` (UTC) that do not
+/// exist yet; returns how many were created. Idempotent and safe to run concurrently.
+///
+/// # Errors
+/// Database errors, or a refusal for `days` outside 0..=3660.
+pub async fn ensure_telemetry_partitions(
+    pool: &Pool,
+    first_day: NaiveDate,
+    days: u16,
+) -> Result<i32, DbError> {
+    let created: i32 = sqlx::query_scalar("SELECT gridmesh_ensure_telemetry_partitions($1, $2)")
+        .bind(first_day)
+        .bind(i32::from(days))
+        .fetch_one(pool)
+        .await?;
+    Ok(created)
+}
+
+fn opt<T: Copy, U>(
+    values: &[(u64, &Reading)],
+    f: impl Fn(&Reading) -> Option<T>,
+    g: impl Fn(T) -> U,
+) -> Vec<Option<U>> {
+    values.iter().map(|(_, r)| f(r).map(&g)).collect()
+}
+
+/// Stores readings of one agent and site in one statement. Rows already stored (same agent,
+/// sequence number and time) are skipped, so a replayed batch changes nothing; returns how many
+/// rows were new. All or nothing: a refused row (unknown agent or site, a time with no
+/// partition, a violated check) stores none of the batch.
+///
+/// # Errors
+/// [`DbError::Invalid`] for a sequence number beyond `i64::MAX`; [`DbError::Constraint`] for an
+/// unknown agent (`telemetry_agent_id_fkey`) or site (`telemetry_site_id_fkey`); a database
+/// error when no partition covers a reading's time.
+pub async fn insert_telemetry(
+    pool: &Pool,
+    agent: AgentId,
+    site: SiteId,
+    readings: &[(u64, &Reading)],
+) -> Result<u64, DbError> {
+    let seqs = readings
+        .iter()
+        .map(|(seq, _)| {
+            i64::try_from(*seq).map_err(|_| DbError::Invalid {
+                field: "seq",
+                reason: format!("{seq} is beyond the largest storable sequence number"),
+            })
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    let times: Vec<DateTime<Utc>> = readings.iter().map(|(_, r)| r.at).collect();
+    let done = sqlx::query(
+        "INSERT INTO telemetry (agent_id, site_id, seq, measured_at, grid_power_w, pv_power_w,
+             battery_power_w, battery_soc_bp, grid_import_wh, grid_export_wh, pv_energy_wh,
+             battery_charged_wh, battery_discharged_wh)
+         SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::timestamptz[], $5::bigint[], $6::bigint[],
+             $7::bigint[], $8::smallint[], $9::bigint[], $10::bigint[], $11::bigint[],
+             $12::bigint[], $13::bigint[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(agent.0)
+    .bind(site.0)
+    .bind(seqs)
+    .bind(times)
+    .bind(opt(readings, |r| r.grid_power, Watts::get))
+    .bind(opt(readings, |r| r.pv_power, Watts::get))
+    .bind(opt(readings, |r| r.battery_power, Watts::get))
+    .bind(opt(
+        readings,
+        |r| r.battery_soc,
+        |s| s.basis_points() as i16,
+    ))
+    .bind(opt(readings, |r| r.grid_import, WattHours::get))
+    .bind(opt(readings, |r| r.grid_export, WattHours::get))
+    .bind(opt(readings, |r| r.pv_energy, WattHours::get))
+    .bind(opt(readings, |r| r.battery_charged, WattHours::get))
+    .bind(opt(readings, |r| r.battery_discharged, WattHours::get))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[derive(sqlx::FromRow)]
+struct TelemetryRow {
+    agent_id: Uuid,
+    seq: i64,
+    measured_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    grid_power_w: Option<i64>,
+    pv_power_w: Option<i64>,
+    battery_power_w: Option<i64>,
+    battery_soc_bp: Option<i16>,
+    grid_import_wh: Option<i64>,
+    grid_export_wh: Option<i64>,
+    pv_energy_wh: Option<i64>,
+    battery_charged_wh: Option<i64>,
+    battery_discharged_wh: Option<i64>,
+    flags: i32,
+}
+
+impl TryFrom<TelemetryRow> for StoredReading {
+    type Error = DbError;
+
+    fn try_from(r: TelemetryRow) -> Result<Self, DbError> {
+        let battery_soc = r
+            .battery_soc_bp
+            .map(|bp| {
+                u16::try_from(bp)
+                    .ok()
+                    .and_then(StateOfCharge::from_basis_points)
+                    .ok_or_else(|| DbError::Corrupt(format!("telemetry.battery_soc_bp {bp}")))
+            })
+            .transpose()?;
+        Ok(StoredReading {
+            agent: AgentId(r.agent_id),
+            seq: u64::try_from(r.seq)
+                .map_err(|_| DbError::Corrupt(format!("telemetry.seq {}", r.seq)))?,
+            received_at: r.received_at,
+            flags: r.flags,
+            reading: Reading {
+                at: r.measured_at,
+                grid_power: r.grid_power_w.map(Watts),
+                pv_power: r.pv_power_w.map(Watts),
+                battery_power: r.battery_power_w.map(Watts),
+                battery_soc,
+                grid_import: r.grid_import_wh.map(WattHours),
+                grid_export: r.grid_export_wh.map(WattHours),
+                pv_energy: r.pv_energy_wh.map(WattHours),
+                battery_charged: r.battery_charged_wh.map(WattHours),
+                battery_discharged: r.battery_discharged_wh.map(WattHours),
+            },
+        })
+    }
+}
+
+/// The most recent reading of a site, by measurement time.
+///
+/// # Errors
+/// Database errors.
+pub async fn latest_reading(pool: &Pool, site: SiteId) -> Result<Option<StoredReading>, DbError> {
+    let row: Option<TelemetryRow> = sqlx::query_as(
+        "SELECT agent_id, seq, measured_at, received_at, grid_power_w, pv_power_w,
+             battery_power_w, battery_soc_bp, grid_import_wh, grid_export_wh, pv_energy_wh,
+             battery_charged_wh, battery_discharged_wh, flags
+         FROM telemetry WHERE site_id = $1 ORDER BY measured_at DESC, seq DESC LIMIT 1",
+    )
+    .bind(site.0)
+    .fetch_optional(pool)
+    .await?;
+    row.map(StoredReading::try_from).transpose()
+}
+
+/// Number of stored readings of an agent.
+///
+/// # Errors
+/// Database errors.
+pub async fn count_telemetry(pool: &Pool, agent: AgentId) -> Result<i64, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE agent_id = $1")
+            .bind(agent.0)
+            .fetch_one(pool)
+            .await?,
+    )
+}

@@ -1,0 +1,483 @@
+//! The schema's constraints and the idempotent telemetry insert, each test in a fresh database
+//! created by `#[sqlx::test]` from `DATABASE_URL` with every migration applied.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use gridmesh_core::{
+    AgentId, BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, Reading,
+    Role, Site, SiteId, StateOfCharge, WattHours, Watts,
+};
+use gridmesh_db::{DbError, NewUser, Pool, UserFilter};
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn node(kind: GridNodeKind, parent: Option<GridNodeId>) -> GridNode {
+    GridNode {
+        id: GridNodeId::new_random(),
+        kind,
+        parent,
+        name: "node".into(),
+        import_limit: Watts(400_000),
+        export_limit: Watts(250_000),
+    }
+}
+
+struct Fixture {
+    transformer: GridNodeId,
+    feeder: GridNodeId,
+    site: Site,
+    agent: AgentId,
+}
+
+async fn fixture(pool: &Pool) -> Fixture {
+    let owner = gridmesh_db::create_user(
+        pool,
+        &NewUser {
+            name: "Ada".into(),
+            email: Some("ada@example.org".into()),
+            role: Role::Homeowner,
+        },
+    )
+    .await
+    .unwrap();
+    let transformer = node(GridNodeKind::Transformer, None);
+    let feeder = node(GridNodeKind::Feeder, Some(transformer.id));
+    gridmesh_db::insert_grid_node(pool, &transformer)
+        .await
+        .unwrap();
+    gridmesh_db::insert_grid_node(pool, &feeder).await.unwrap();
+    let site = Site {
+        id: SiteId::new_random(),
+        owner: owner.id,
+        feeder: feeder.id,
+        name: "Maple St 12".into(),
+        location: Some(GeoPoint {
+            lat: 52.52,
+            lon: 13.40,
+        }),
+        rated_pv: Watts(8_000),
+        battery: Some(BatterySpec {
+            capacity: WattHours(10_000),
+            max_charge: Watts(5_000),
+            max_discharge: Watts(5_000),
+        }),
+        grid: GridConnection {
+            import_limit: Watts(17_000),
+            export_limit: Watts(7_000),
+        },
+    };
+    gridmesh_db::insert_site(pool, &site).await.unwrap();
+    let agent = gridmesh_db::create_agent(pool, site.id, "garage pi")
+        .await
+        .unwrap();
+    gridmesh_db::ensure_telemetry_partitions(
+        pool,
+        NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        3,
+    )
+    .await
+    .unwrap();
+    Fixture {
+        transformer: transformer.id,
+        feeder: feeder.id,
+        site,
+        agent,
+    }
+}
+
+fn reading(at: DateTime<Utc>, i: i64) -> Reading {
+    Reading {
+        at,
+        grid_power: Some(Watts(1_000 - i)),
+        pv_power: Some(Watts(2_000 + i)),
+        battery_power: Some(Watts(-500)),
+        battery_soc: StateOfCharge::from_basis_points(5_000),
+        grid_import: Some(WattHours(10_000 + i)),
+        grid_export: Some(WattHours(3_000)),
+        pv_energy: None,
+        battery_charged: None,
+        battery_discharged: None,
+    }
+}
+
+fn constraint(e: DbError) -> String {
+    e.constraint()
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("expected a constraint error, got {e}"))
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn telemetry_insert_is_idempotent(pool: Pool) {
+    let f = fixture(&pool).await;
+    let base = t("2026-11-24T10:00:00Z");
+    let readings: Vec<Reading> = (0..100)
+        .map(|i| reading(base + Duration::seconds(i), i))
+        .collect();
+    let batch: Vec<(u64, &Reading)> = (0_u64..).zip(readings.iter()).collect();
+
+    assert_eq!(
+        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch)
+            .await
+            .unwrap(),
+        100
+    );
+    // Replaying the same batch changes nothing.
+    assert_eq!(
+        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch)
+            .await
+            .unwrap(),
+        0
+    );
+    // An overlapping batch stores only what is new.
+    let more: Vec<Reading> = (100..150)
+        .map(|i| reading(base + Duration::seconds(i), i))
+        .collect();
+    let mut overlap: Vec<(u64, &Reading)> = batch[50..].to_vec();
+    overlap.extend((100_u64..).zip(more.iter()));
+    assert_eq!(
+        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &overlap)
+            .await
+            .unwrap(),
+        50
+    );
+    assert_eq!(
+        gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
+        150
+    );
+
+    let latest = gridmesh_db::latest_reading(&pool, f.site.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.seq, 149);
+    assert_eq!(latest.agent, f.agent);
+    assert_eq!(latest.reading, more[49]);
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn a_bad_row_stores_none_of_its_batch(pool: Pool) {
+    let f = fixture(&pool).await;
+    let base = t("2026-11-24T10:00:00Z");
+    let good = reading(base, 0);
+    // No partition covers 2031: the whole batch is refused, the good row included.
+    let far = reading(t("2031-01-01T00:00:00Z"), 1);
+    let err = gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(0, &good), (1, &far)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no partition"), "{err}");
+    assert_eq!(
+        gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
+        0
+    );
+
+    let too_big = gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(u64::MAX, &good)])
+        .await
+        .unwrap_err();
+    assert!(matches!(too_big, DbError::Invalid { field: "seq", .. }));
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn readings_for_unknown_sites_or_agents_are_refused(pool: Pool) {
+    let f = fixture(&pool).await;
+    let r = reading(t("2026-11-24T10:00:00Z"), 0);
+    let err = gridmesh_db::insert_telemetry(&pool, f.agent, SiteId::new_random(), &[(0, &r)])
+        .await
+        .unwrap_err();
+    assert_eq!(constraint(err), "telemetry_site_id_fkey");
+    let err = gridmesh_db::insert_telemetry(&pool, AgentId::new_random(), f.site.id, &[(0, &r)])
+        .await
+        .unwrap_err();
+    assert_eq!(constraint(err), "telemetry_agent_id_fkey");
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn check_constraints_refuse_nonsense(pool: Pool) {
+    let f = fixture(&pool).await;
+    // Bypass the domain validation to prove the database holds the line on its own.
+    let err = sqlx::query("UPDATE sites SET rated_pv_w = -1 WHERE id = $1")
+        .bind(f.site.id.0)
+        .execute(&pool)
+        .await
+        .map_err(DbError::from)
+        .unwrap_err();
+    assert_eq!(constraint(err), "sites_rated_pv_w_check");
+    let err = sqlx::query("UPDATE sites SET battery_capacity_wh = NULL WHERE id = $1")
+        .bind(f.site.id.0)
+        .execute(&pool)
+        .await
+        .map_err(DbError::from)
+        .unwrap_err();
+    assert_eq!(constraint(err), "sites_battery_complete");
+    let err = sqlx::query("INSERT INTO telemetry (agent_id, seq, site_id, measured_at, battery_soc_bp) VALUES ($1, 0, $2, '2026-11-24T10:00:00Z', 10001)")
+        .bind(f.agent.0)
+        .bind(f.site.id.0)
+        .execute(&pool)
+        .await
+        .map_err(DbError::from)
+        .unwrap_err();
+    assert_eq!(constraint(err), "telemetry_battery_soc_bp_check");
+
+    let mut bad = node(GridNodeKind::Feeder, Some(f.transformer));
+    bad.import_limit = Watts(-5);
+    let err = gridmesh_db::insert_grid_node(&pool, &bad)
+        .await
+        .unwrap_err();
+    assert_eq!(constraint(err), "grid_nodes_import_limit_w_check");
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn the_grid_stays_a_tree_and_sites_hang_off_feeders(pool: Pool) {
+    let f = fixture(&pool).await;
+    // Making the transformer a child of its own feeder would close a cycle.
+    let err = sqlx::query("UPDATE grid_nodes SET parent_id = $1 WHERE id = $2")
+        .bind(f.feeder.0)
+        .bind(f.transformer.0)
+        .execute(&pool)
+        .await
+        .map_err(DbError::from)
+        .unwrap_err();
+    assert_eq!(constraint(err), "grid_nodes_no_cycle");
+
+    let orphan = node(GridNodeKind::Feeder, Some(GridNodeId::new_random()));
+    let err = gridmesh_db::insert_grid_node(&pool, &orphan)
+        .await
+        .unwrap_err();
+    assert_eq!(constraint(err), "grid_nodes_parent_id_fkey");
+
+    let on_transformer = Site {
+        id: SiteId::new_random(),
+        feeder: f.transformer,
+        ..f.site.clone()
+    };
+    let err = gridmesh_db::insert_site(&pool, &on_transformer)
+        .await
+        .unwrap_err();
+    assert_eq!(constraint(err), "sites_feeder");
+
+    let topology = gridmesh_db::load_topology(&pool).await.unwrap();
+    assert_eq!(topology.site_path(f.site.id), vec![f.feeder, f.transformer]);
+    let stored = gridmesh_db::get_site(&pool, f.site.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, f.site);
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn agent_keys_rotate_and_revoke(pool: Pool) {
+    let f = fixture(&pool).await;
+    let k1 = [1_u8; 32];
+    let k2 = [2_u8; 32];
+    gridmesh_db::enroll_key(&pool, f.agent, k1).await.unwrap();
+    let found = gridmesh_db::find_active_key(&pool, &k1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.agent, found.site), (f.agent, f.site.id));
+
+    // Rotation: the new key is active, the old one no longer is.
+    gridmesh_db::enroll_key(&pool, f.agent, k2).await.unwrap();
+    assert!(
+        gridmesh_db::find_active_key(&pool, &k1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        gridmesh_db::find_active_key(&pool, &k2)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A key cannot be enrolled twice, not even for another agent.
+    let other = gridmesh_db::create_agent(&pool, f.site.id, "second")
+        .await
+        .unwrap();
+    let err = gridmesh_db::enroll_key(&pool, other, k2).await.unwrap_err();
+    assert_eq!(constraint(err), "agent_keys_unique_key");
+
+    assert!(
+        gridmesh_db::revoke_key(&pool, f.agent, "device stolen")
+            .await
+            .unwrap()
+    );
+    assert!(
+        gridmesh_db::find_active_key(&pool, &k2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !gridmesh_db::revoke_key(&pool, f.agent, "again")
+            .await
+            .unwrap()
+    );
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn tokens_identify_callers_until_revoked(pool: Pool) {
+    let user = gridmesh_db::create_user(
+        &pool,
+        &NewUser {
+            name: "Grid Co".into(),
+            email: None,
+            role: Role::Utility,
+        },
+    )
+    .await
+    .unwrap();
+    let (meta, secret) = gridmesh_db::issue_token(&pool, user.id, "ci", None)
+        .await
+        .unwrap();
+    assert!(secret.starts_with("gmt_") && secret.len() == 68);
+    let caller = gridmesh_db::authenticate(&pool, &secret)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (caller.user_id, caller.role, caller.token_id),
+        (user.id, Role::Utility, meta.id)
+    );
+
+    // Only the hash is stored.
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE id = $1")
+        .bind(meta.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, gridmesh_db::hash_token(&secret).to_vec());
+
+    assert!(
+        gridmesh_db::authenticate(&pool, "gmt_wrong")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(gridmesh_db::revoke_token(&pool, meta.id).await.unwrap());
+    assert!(
+        gridmesh_db::authenticate(&pool, &secret)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let (_, expired) =
+        gridmesh_db::issue_token(&pool, user.id, "old", Some(Utc::now() - Duration::hours(1)))
+            .await
+            .unwrap();
+    assert!(
+        gridmesh_db::authenticate(&pool, &expired)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let err = gridmesh_db::issue_token(&pool, gridmesh_core::UserId::new_random(), "x", None)
+        .await
+        .unwrap_err();
+    assert_eq!(constraint(err), "api_tokens_user_id_fkey");
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn users_are_validated_and_listed_by_role(pool: Pool) {
+    for (name, role) in [
+        ("a", Role::Utility),
+        ("b", Role::Prosumer),
+        ("c", Role::Utility),
+    ] {
+        gridmesh_db::create_user(
+            &pool,
+            &NewUser {
+                name: name.into(),
+                email: None,
+                role,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let utilities = gridmesh_db::list_users(
+        &pool,
+        &UserFilter {
+            role: Some(Role::Utility),
+            limit: 10,
+            after: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(utilities.len(), 2);
+    let page = gridmesh_db::list_users(
+        &pool,
+        &UserFilter {
+            role: None,
+            limit: 2,
+            after: None,
+        },
+    )
+    .await
+    .unwrap();
+    let next = gridmesh_db::list_users(
+        &pool,
+        &UserFilter {
+            role: None,
+            limit: 2,
+            after: Some(page[1].id),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.len() + next.len(), 3);
+
+    let err = gridmesh_db::create_user(
+        &pool,
+        &NewUser {
+            name: String::new(),
+            email: None,
+            role: Role::Operator,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(constraint(err), "users_name_check");
+    let err = gridmesh_db::create_user(
+        &pool,
+        &NewUser {
+            name: "x".into(),
+            email: Some("not an email".into()),
+            role: Role::Operator,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(constraint(err), "users_email_check");
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn partitions_are_created_once(pool: Pool) {
+    let day = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+    assert_eq!(
+        gridmesh_db::ensure_telemetry_partitions(&pool, day, 7)
+            .await
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        gridmesh_db::ensure_telemetry_partitions(&pool, day, 8)
+            .await
+            .unwrap(),
+        1
+    );
+    let bounds: String = sqlx::query_scalar(
+        "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = 'telemetry_20270101'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        bounds.contains("2027-01-01 00:00:00+00") && bounds.contains("2027-01-02 00:00:00+00"),
+        "{bounds}"
+    );
+}
