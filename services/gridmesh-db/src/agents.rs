@@ -19,6 +19,9 @@ pub struct AgentKey {
     pub enrolled_at: DateTime<Utc>,
 }
 
+/// `agent_keys` joined with the agent's site: key id, agent, site, key, enrolment time.
+type KeyRow = (Uuid, Uuid, Uuid, Vec<u8>, DateTime<Utc>);
+
 /// Registers an agent for a site.
 ///
 /// # Errors
@@ -89,7 +92,7 @@ pub async fn find_active_key(
     pool: &Pool,
     public_key: &[u8; 32],
 ) -> Result<Option<AgentKey>, DbError> {
-    let row: Option<(Uuid, Uuid, Uuid, Vec<u8>, DateTime<Utc>)> = sqlx::query_as(
+    let row: Option<KeyRow> = sqlx::query_as(
         "SELECT k.id, k.agent_id, a.site_id, k.public_key, k.enrolled_at
          FROM agent_keys k JOIN agents a ON a.id = k.agent_id
          WHERE k.public_key = $1 AND k.revoked_at IS NULL",

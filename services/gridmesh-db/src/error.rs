@@ -1,11 +1,14 @@
 use thiserror::Error;
 
 /// What went wrong in the data layer.
+///
+/// The sqlx error is part of the message and deliberately not a `source`: sqlx repeats its own
+/// cause in its message, and a chain would print it three times.
 #[derive(Debug, Error)]
 pub enum DbError {
     /// The database could not be reached or the connection broke.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(sqlx::Error),
     /// A migration failed; the service must not start on a half-migrated schema.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -30,7 +33,7 @@ pub enum DbError {
     Corrupt(String),
     /// Any other database error.
     #[error("database error: {0}")]
-    Other(#[source] sqlx::Error),
+    Other(sqlx::Error),
 }
 
 impl DbError {
@@ -58,6 +61,8 @@ impl From<sqlx::Error> for DbError {
                     constraint: c.to_owned(),
                     message: db.message().to_owned(),
                 },
+                // 57P03 cannot_connect_now: the server is starting up or shutting down.
+                None if db.code().as_deref() == Some("57P03") => DbError::Unavailable(e),
                 None => DbError::Other(e),
             },
             sqlx::Error::Io(_)

@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
 use crate::{DbError, Pool};
 
@@ -25,27 +26,34 @@ impl Default for ConnectOptions {
     }
 }
 
-/// Opens a pool and checks one connection.
+/// Opens a pool after checking that one connection can be made, so that a failure carries
+/// the real reason (refused, authentication, unknown database) rather than a pool timeout.
 ///
 /// # Errors
-/// [`DbError::Unavailable`] when the server cannot be reached, or the server's own error
-/// (authentication, unknown database).
+/// [`DbError::Invalid`] for a malformed URL, [`DbError::Unavailable`] when the server cannot be
+/// reached within the acquire timeout, or the server's own error.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Pool, DbError> {
     let connect: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| DbError::Invalid {
         field: "database URL",
         reason: e.to_string(),
     })?;
-    let pool = PgPoolOptions::new()
+    let probe = tokio::time::timeout(
+        options.acquire_timeout,
+        PgConnection::connect_with(&connect),
+    )
+    .await
+    .map_err(|_| DbError::Unavailable(sqlx::Error::PoolTimedOut))??;
+    // Closing is best effort; the connection is dropped either way.
+    let _ = probe.close().await;
+    Ok(PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
-        .connect_with(connect)
-        .await?;
-    Ok(pool)
+        .connect_lazy_with(connect))
 }
 
 /// [`connect`], retried with exponential backoff (0.25 s doubling to 5 s) until `give_up_after`
 /// has passed. Each failure is logged with its reason. Errors that retrying cannot fix (a
-/// malformed URL) fail at once.
+/// malformed URL, an unknown role or database, a wrong password) fail at once.
 ///
 /// # Errors
 /// The last error once the time is up.
@@ -60,7 +68,7 @@ pub async fn connect_with_retry(
     loop {
         match connect(url, options).await {
             Ok(pool) => return Ok(pool),
-            Err(e @ DbError::Invalid { .. }) => return Err(e),
+            Err(e) if !e.is_unavailable() => return Err(e),
             Err(e) if started.elapsed() + delay >= give_up_after => return Err(e),
             Err(e) => {
                 tracing::warn!(attempt, error = %e, retry_in_ms = delay.as_millis() as u64,

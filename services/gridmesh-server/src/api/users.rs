@@ -1,0 +1,158 @@
+//! Accounts and tokens. Operators manage them; every caller can see who they are.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use gridmesh_core::{Role, UserId};
+use gridmesh_db::{ApiToken, Caller, NewUser, User, UserFilter};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Authenticated;
+use crate::error::{Json, Path, Query};
+use crate::{ApiError, AppState};
+
+const OPERATOR: &[Role] = &[Role::Operator];
+
+/// `GET /v1/me`: the caller's identity.
+pub async fn me(caller: Authenticated) -> Json<Caller> {
+    Json(caller.0)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    name: String,
+    #[serde(default)]
+    email: Option<String>,
+    role: Role,
+}
+
+/// `POST /v1/users` (operator): create an account.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Json(body): Json<CreateUser>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    caller.require(OPERATOR)?;
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
+    }
+    let user = gridmesh_db::create_user(
+        &state.pool,
+        &NewUser {
+            name,
+            email: body.email,
+            role: body.role,
+        },
+    )
+    .await?;
+    tracing::info!(user_id = %user.id, role = %user.role, "user created");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    role: Option<Role>,
+    after: Option<UserId>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    next_after: Option<String>,
+}
+
+/// `GET /v1/users?role=&after=&limit=` (operator): accounts, 100 per page by default.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<User>>, ApiError> {
+    caller.require(OPERATOR)?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let items = gridmesh_db::list_users(
+        &state.pool,
+        &UserFilter {
+            role: params.role,
+            after: params.after,
+            limit,
+        },
+    )
+    .await?;
+    let next_after = (items.len() == limit as usize)
+        .then(|| items.last().map(|u| u.id.to_string()))
+        .flatten();
+    Ok(Json(Page { items, next_after }))
+}
+
+/// `GET /v1/users/{id}`: operators see anyone, others only themselves.
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<UserId>,
+) -> Result<Json<User>, ApiError> {
+    if caller.0.user_id != id {
+        caller.require(OPERATOR)?;
+    }
+    gridmesh_db::get_user(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("user".into()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueToken {
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IssuedToken {
+    #[serde(flatten)]
+    meta: ApiToken,
+    /// The secret, shown only in this answer.
+    token: String,
+}
+
+/// `POST /v1/users/{id}/tokens` (operator): issue a token; the secret is in the answer only.
+pub async fn issue_token(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<UserId>,
+    Json(body): Json<IssueToken>,
+) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
+    caller.require(OPERATOR)?;
+    if body.expires_at.is_some_and(|t| t <= Utc::now()) {
+        return Err(ApiError::invalid("expires_at", "must be in the future"));
+    }
+    let (meta, token) =
+        gridmesh_db::issue_token(&state.pool, id, &body.label, body.expires_at).await?;
+    tracing::info!(token_id = %meta.id, user_id = %id, "token issued");
+    Ok((StatusCode::CREATED, Json(IssuedToken { meta, token })))
+}
+
+/// `DELETE /v1/tokens/{id}` (operator): revoke a token.
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(OPERATOR)?;
+    if gridmesh_db::revoke_token(&state.pool, id).await? {
+        tracing::info!(token_id = %id, "token revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("live token".into()))
+    }
+}

@@ -1,0 +1,372 @@
+//! Command line and environment: one typed configuration per subcommand.
+//!
+//! Every setting has a flag and an environment variable (`GRIDMESH_*`); flags win. Secrets in
+//! URLs are hidden from `Debug` and from logs.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gridmesh_core::{Role, UserId};
+use url::Url;
+
+/// Default database, as created by `scripts/setup`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://gridmesh:gridmesh@127.0.0.1:5432/gridmesh";
+
+/// gridmesh: energy grid coordination for homes with solar and batteries.
+#[derive(Debug, Parser)]
+#[command(name = "gridmesh", version, propagate_version = true)]
+pub struct Cli {
+    /// Log output: `pretty` for people, `json` for log collectors.
+    #[arg(long, env = "GRIDMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+
+    /// Which logs to show, as a tracing filter (`info`, `gridmesh_server=debug,info`, ...).
+    #[arg(long, env = "GRIDMESH_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the central service: apply pending migrations, then serve the HTTP API (health,
+    /// readiness, metrics, /v1) until SIGTERM or Ctrl-C, and keep the broker link up.
+    Serve(ServeConfig),
+    /// Apply pending database migrations and exit. `serve` does this too; run it alone to
+    /// migrate ahead of a rolling deployment.
+    Migrate(DbConfig),
+    /// Manage user accounts (for bootstrapping the first operator; later, the API does it).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Issue and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// Database settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct DbConfig {
+    /// PostgreSQL URL: postgres://user:password@host:port/database
+    #[arg(long, env = "GRIDMESH_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = parse_database_url)]
+    pub database_url: SecretUrl,
+
+    /// How long to keep retrying an unreachable database at start-up, in seconds.
+    #[arg(long, env = "GRIDMESH_DB_CONNECT_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub db_connect_timeout: Duration,
+
+    /// Most database connections the service holds open.
+    #[arg(long, env = "GRIDMESH_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+}
+
+/// Settings of `gridmesh serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Database settings.
+    #[command(flatten)]
+    pub db: DbConfig,
+
+    /// Address the HTTP API listens on (host:port; port 0 picks a free port).
+    #[arg(long, env = "GRIDMESH_HTTP_BIND", default_value = "127.0.0.1:8080")]
+    pub http_bind: SocketAddr,
+
+    /// MQTT broker URL: mqtt://[user:password@]host[:port]
+    #[arg(long, env = "GRIDMESH_MQTT_URL", default_value = "mqtt://127.0.0.1:1883", value_parser = parse_mqtt_url)]
+    pub mqtt_url: MqttUrl,
+
+    /// MQTT client id prefix; a random suffix keeps replicas apart.
+    #[arg(
+        long,
+        env = "GRIDMESH_MQTT_CLIENT_ID",
+        default_value = "gridmesh-server"
+    )]
+    pub mqtt_client_id: String,
+
+    /// Seconds to let in-flight requests finish after SIGTERM before exiting.
+    #[arg(long, env = "GRIDMESH_SHUTDOWN_GRACE", default_value = "10", value_parser = parse_seconds)]
+    pub shutdown_grace: Duration,
+}
+
+/// `gridmesh user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print its id.
+    Add {
+        /// Database settings.
+        #[command(flatten)]
+        db: DbConfig,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Role: homeowner, prosumer, utility, regulator or operator.
+        #[arg(long)]
+        role: Role,
+        /// Contact email.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// List users (id, role, name).
+    List {
+        /// Database settings.
+        #[command(flatten)]
+        db: DbConfig,
+        /// Only this role.
+        #[arg(long)]
+        role: Option<Role>,
+    },
+}
+
+/// `gridmesh token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token for a user and print it. It is shown once; only its hash is stored.
+    Issue {
+        /// Database settings.
+        #[command(flatten)]
+        db: DbConfig,
+        /// The user's id.
+        #[arg(long)]
+        user: UserId,
+        /// A label to tell tokens apart.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Days until the token expires (never, if not given).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        /// Database settings.
+        #[command(flatten)]
+        db: DbConfig,
+        /// The token's id (printed by `issue`).
+        id: uuid::Uuid,
+    },
+}
+
+/// A URL whose password never appears in `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(Url);
+
+impl SecretUrl {
+    /// The full URL, password included: pass it to the client library, never to a log.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The URL with the password replaced by `***`, for logs and messages.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        let mut u = self.0.clone();
+        if u.password().is_some() {
+            // Setting a password only fails for URLs that cannot have one.
+            let _ = u.set_password(Some("***"));
+        }
+        u.to_string()
+    }
+
+    /// The parsed URL.
+    #[must_use]
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// A broker address parsed from `mqtt://[user:password@]host[:port]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port (1883 when not given).
+    pub port: u16,
+    /// User name, if any.
+    pub username: Option<String>,
+    password: Option<String>,
+}
+
+impl MqttUrl {
+    /// The password, if any: pass it to the client library, never to a log.
+    #[must_use]
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+}
+
+impl fmt::Debug for MqttUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for MqttUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.username, &self.password) {
+            (Some(u), Some(_)) => write!(f, "mqtt://{u}:***@{}:{}", self.host, self.port),
+            (Some(u), None) => write!(f, "mqtt://{u}@{}:{}", self.host, self.port),
+            _ => write!(f, "mqtt://{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl FromStr for MqttUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_mqtt_url(s)
+    }
+}
+
+const MQTT_FORM: &str = "expected mqtt://[user:password@]host[:port]";
+
+fn parse_mqtt_url(s: &str) -> Result<MqttUrl, String> {
+    let url = Url::parse(s).map_err(|e| format!("{e}; {MQTT_FORM}"))?;
+    match url.scheme() {
+        "mqtt" | "tcp" => {}
+        "mqtts" | "ssl" => {
+            return Err(format!(
+                "TLS to the central broker is not supported by the server yet; run it next to the broker and use mqtt:// ({MQTT_FORM})"
+            ));
+        }
+        other => return Err(format!("unknown scheme {other:?}; {MQTT_FORM}")),
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("no host; {MQTT_FORM}"))?;
+    if url.path() != "" && url.path() != "/" {
+        return Err(format!("unexpected path {:?}; {MQTT_FORM}", url.path()));
+    }
+    Ok(MqttUrl {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: url.port().unwrap_or(1883),
+        username: Some(url.username())
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned),
+        password: url.password().map(str::to_owned),
+    })
+}
+
+fn parse_database_url(s: &str) -> Result<SecretUrl, String> {
+    const FORM: &str = "expected postgres://user:password@host:port/database";
+    let url = Url::parse(s).map_err(|e| format!("{e}; {FORM}"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(format!("unknown scheme {:?}; {FORM}", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) && !url.query().is_some_and(|q| q.contains("host="))
+    {
+        return Err(format!("no host; {FORM}"));
+    }
+    Ok(SecretUrl(url))
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: u64 = s
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("expected a whole number of seconds such as 30, got {s:?}"))?;
+    if secs > 86_400 {
+        return Err(format!("expected at most 86400 seconds, got {secs}"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let db = parse_database_url("postgres://u:hunter2@db:5432/x").unwrap();
+        assert!(!format!("{db:?}").contains("hunter2"));
+        assert!(db.expose().contains("hunter2"));
+        let mqtt = parse_mqtt_url("mqtt://u:hunter2@broker").unwrap();
+        assert!(!format!("{mqtt:?}").contains("hunter2"));
+        assert_eq!(mqtt.password(), Some("hunter2"));
+        assert_eq!(mqtt.port, 1883);
+    }
+
+    #[test]
+    fn bad_settings_name_the_expected_form() {
+        assert!(
+            parse_mqtt_url("localhost:1883")
+                .unwrap_err()
+                .contains("expected mqtt://")
+        );
+        assert!(
+            parse_mqtt_url("http://x")
+                .unwrap_err()
+                .contains("unknown scheme")
+        );
+        assert!(parse_mqtt_url("mqtts://x").unwrap_err().contains("TLS"));
+        assert!(
+            parse_database_url("mysql://x/y")
+                .unwrap_err()
+                .contains("expected postgres://")
+        );
+        assert!(
+            parse_seconds("soon")
+                .unwrap_err()
+                .contains("whole number of seconds")
+        );
+        assert_eq!(parse_seconds("15s").unwrap(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn the_environment_configures_serve() {
+        let cli = Cli::try_parse_from([
+            "gridmesh",
+            "serve",
+            "--http-bind",
+            "0.0.0.0:9000",
+            "--mqtt-url",
+            "mqtt://broker:1884",
+        ])
+        .unwrap();
+        let Command::Serve(cfg) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(cfg.http_bind.port(), 9000);
+        assert_eq!(cfg.mqtt_url.host, "broker");
+        assert_eq!(cfg.mqtt_url.port, 1884);
+        assert!(Cli::try_parse_from(["gridmesh", "serve", "--http-bind", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["gridmesh", "frobnicate"]).is_err());
+    }
+}

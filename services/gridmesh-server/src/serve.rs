@@ -1,0 +1,208 @@
+//! Starting and stopping the service.
+
+use std::future::{Future, IntoFuture};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use gridmesh_db::{ConnectOptions, Pool};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::broker::BrokerLink;
+use crate::config::{DbConfig, ServeConfig};
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database pool.
+    pub pool: Pool,
+    /// The MQTT broker link.
+    pub broker: BrokerLink,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// State around an existing pool and broker link (tests build it this way).
+    #[must_use]
+    pub fn new(pool: Pool, broker: BrokerLink) -> Self {
+        Self {
+            pool,
+            broker,
+            metrics: crate::metrics::install(),
+        }
+    }
+}
+
+/// Days of telemetry partitions kept ready ahead of today.
+const PARTITION_DAYS_AHEAD: u16 = 7;
+
+/// A started service: its state and its background jobs.
+#[derive(Debug)]
+pub struct Service {
+    /// Shared state.
+    pub state: AppState,
+    jobs: Vec<JoinHandle<()>>,
+}
+
+/// Connects to the database, retrying with backoff for `db_connect_timeout`.
+///
+/// # Errors
+/// When the database stays unreachable, with the URL (password hidden) and the last reason.
+pub async fn connect_db(cfg: &DbConfig) -> anyhow::Result<Pool> {
+    let options = ConnectOptions {
+        max_connections: cfg.db_max_connections,
+        ..ConnectOptions::default()
+    };
+    tracing::info!(database = %cfg.database_url, "connecting to the database");
+    let url = &cfg.database_url;
+    gridmesh_db::connect_with_retry(url.expose(), &options, cfg.db_connect_timeout).await.map_err(|e| {
+        let hint = if e.is_unavailable() {
+            format!(
+                "could not connect to the database at {url} within {} s (GRIDMESH_DATABASE_URL / --database-url; is PostgreSQL running? scripts/setup starts it)",
+                cfg.db_connect_timeout.as_secs()
+            )
+        } else {
+            format!("the database at {url} refused the connection (check the user, password and database name in GRIDMESH_DATABASE_URL / --database-url)")
+        };
+        anyhow::Error::new(e).context(hint)
+    })
+}
+
+/// Applies pending migrations.
+///
+/// # Errors
+/// When a migration fails; the service must not run on a half-migrated schema.
+pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
+    gridmesh_db::migrate(pool)
+        .await
+        .context("applying database migrations")?;
+    tracing::info!(
+        applied = gridmesh_db::MIGRATOR.iter().count(),
+        "database schema is up to date"
+    );
+    Ok(())
+}
+
+/// Makes sure telemetry partitions exist from yesterday to a week ahead.
+async fn ensure_partitions(pool: &Pool) -> anyhow::Result<()> {
+    let yesterday = Utc::now().date_naive() - chrono::Days::new(1);
+    let created =
+        gridmesh_db::ensure_telemetry_partitions(pool, yesterday, PARTITION_DAYS_AHEAD + 2)
+            .await
+            .context("creating telemetry partitions")?;
+    if created > 0 {
+        tracing::info!(created, "telemetry partitions created");
+    }
+    Ok(())
+}
+
+/// Connects, migrates, prepares partitions and starts the background jobs.
+///
+/// # Errors
+/// When the database is unreachable or a migration fails.
+pub async fn start(config: &ServeConfig) -> anyhow::Result<Service> {
+    let pool = connect_db(&config.db).await?;
+    migrate(&pool).await?;
+    ensure_partitions(&pool).await?;
+    let broker = BrokerLink::spawn(&config.mqtt_url, &config.mqtt_client_id);
+    let state = AppState::new(pool, broker);
+    let maintenance = {
+        let pool = state.pool.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Err(e) = ensure_partitions(&pool).await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "partition maintenance failed; retrying in an hour"
+                    );
+                }
+            }
+        })
+    };
+    Ok(Service {
+        state,
+        jobs: vec![maintenance],
+    })
+}
+
+impl Service {
+    /// Wraps a state with no background jobs (tests).
+    #[must_use]
+    pub fn from_state(state: AppState) -> Self {
+        Self {
+            state,
+            jobs: Vec::new(),
+        }
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, then lets in-flight requests
+    /// finish for up to `grace`, stops the jobs and closes the broker link and the pool.
+    ///
+    /// # Errors
+    /// When the HTTP server fails.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let addr = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        tracing::info!(%addr, "gridmesh listening");
+        let app = crate::http::router(self.state.clone());
+        let (fired, mut fired_rx) = tokio::sync::watch::channel(false);
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections, finishing requests in flight");
+                let _ = fired.send(true);
+            })
+            .into_future();
+        let deadline = async move {
+            let _ = fired_rx.wait_for(|f| *f).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = server => result.context("HTTP server failed")?,
+            () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; closing them"),
+        }
+        for job in &self.jobs {
+            job.abort();
+        }
+        self.state.broker.shutdown().await;
+        self.state.pool.close().await;
+        tracing::info!("gridmesh stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "signal received"),
+        () = term => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}

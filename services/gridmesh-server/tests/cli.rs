@@ -1,0 +1,282 @@
+//! The `gridmesh` binary as an operator runs it: usage, configuration errors, an unreachable
+//! database, `serve` on a fresh database until SIGTERM, and bootstrapping users and tokens.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up; helpers outside #[test] fns unwrap too")]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gridmesh_core::Role;
+use sqlx::PgPool;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gridmesh");
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("GRIDMESH_DATABASE_URL")
+        .output()
+        .expect("run gridmesh")
+}
+
+/// The URL of the test's own database (same server and role as `DATABASE_URL`).
+fn database_url(pool: &PgPool) -> String {
+    let mut url = url::Url::parse(&std::env::var("DATABASE_URL").unwrap()).unwrap();
+    url.set_path(pool.connect_options().get_database().unwrap());
+    url.to_string()
+}
+
+#[test]
+fn help_explains_the_subcommands() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in ["serve", "migrate", "user", "token"] {
+        assert!(text.contains(needle), "--help lacks {needle}: {text}");
+    }
+    let serve = String::from_utf8(run(&["serve", "--help"]).stdout).unwrap();
+    for needle in [
+        "GRIDMESH_DATABASE_URL",
+        "GRIDMESH_MQTT_URL",
+        "GRIDMESH_HTTP_BIND",
+        "GRIDMESH_LOG_FORMAT",
+    ] {
+        assert!(serve.contains(needle), "serve --help lacks {needle}");
+    }
+}
+
+#[test]
+fn unknown_subcommands_and_flags_print_usage() {
+    for args in [&["frobnicate"][..], &["serve", "--colour", "red"][..]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("Usage:"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn configuration_errors_name_the_setting_and_the_expected_form() {
+    let out = run(&["serve", "--mqtt-url", "localhost:1883"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--mqtt-url") && err.contains("expected mqtt://"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["migrate"])
+        .env("GRIDMESH_DATABASE_URL", "mysql://db/x")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--database-url") && err.contains("expected postgres://"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("GRIDMESH_HTTP_BIND", "everywhere")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--http-bind"), "{err}");
+
+    let out = run(&["--log-filter", "info,[[", "migrate"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !out.status.success() && err.contains("GRIDMESH_LOG"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_database_fails_clearly_after_a_bounded_time() {
+    let started = Instant::now();
+    // Port 9 (discard) on loopback: nothing listens there.
+    let out = run(&[
+        "migrate",
+        "--database-url",
+        "postgres://u:sekret@127.0.0.1:9/x",
+        "--db-connect-timeout",
+        "2",
+    ]);
+    let elapsed = started.elapsed();
+    assert!(!out.status.success());
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("could not connect to the database") && err.contains("within 2 s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("u:***@127.0.0.1:9") && !err.contains("sekret"),
+        "password leaked or URL missing: {err}"
+    );
+    assert!(
+        err.contains("database not reachable yet"),
+        "retries are logged: {err}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn serve_migrates_a_fresh_database_and_stops_on_sigterm(pool: PgPool) {
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--http-bind",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--database-url",
+            &database_url(&pool),
+        ])
+        .env(
+            "GRIDMESH_MQTT_URL",
+            std::env::var("GRIDMESH_TEST_MQTT_URL")
+                .unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into()),
+        )
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
+            log.push(v.clone());
+            if v["message"] == "gridmesh listening" {
+                return v["addr"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap();
+            }
+        }
+        panic!("server exited before listening: {log:?}");
+    })
+    .await
+    .expect("listening within 30 s");
+
+    assert_eq!(common::get(addr, "/healthz").await.status, 200);
+    // serve applied the migrations to the fresh database.
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE tablename IN ('sites', 'telemetry', 'agent_keys')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 3);
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push(line);
+    }
+    assert!(
+        rest.iter().any(|l| l.contains("gridmesh stopped")),
+        "{rest:?}"
+    );
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn operators_bootstrap_users_and_tokens_from_the_command_line(pool: PgPool) {
+    let url = database_url(&pool);
+    let out = run(&[
+        "user",
+        "add",
+        "--database-url",
+        &url,
+        "--name",
+        "First Operator",
+        "--role",
+        "operator",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let out = run(&[
+        "token",
+        "issue",
+        "--database-url",
+        &url,
+        "--user",
+        &user_id,
+        "--label",
+        "laptop",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let caller = gridmesh_db::authenticate(&pool, &token)
+        .await
+        .unwrap()
+        .expect("the printed token works");
+    assert_eq!(caller.role, Role::Operator);
+    assert_eq!(caller.user_id.to_string(), user_id);
+
+    let out = run(&["user", "list", "--database-url", &url, "--role", "operator"]);
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("First Operator")
+    );
+
+    let out = run(&[
+        "user",
+        "add",
+        "--database-url",
+        &url,
+        "--name",
+        "x",
+        "--role",
+        "king",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("expected one of homeowner")
+    );
+
+    let out = run(&[
+        "token",
+        "issue",
+        "--database-url",
+        &url,
+        "--user",
+        &uuid::Uuid::new_v4().to_string(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("no user with id")
+    );
+}
