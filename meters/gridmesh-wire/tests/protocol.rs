@@ -1,7 +1,10 @@
 //! Property tests of the wire protocol: round trips, canonical form, tamper evidence, and
 //! decoding arbitrary bytes without panicking.
 
-#![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up; helpers outside #[test] fns unwrap too")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on a broken set-up; helpers outside #[test] fns unwrap too"
+)]
 
 use chrono::{DateTime, Utc};
 use gridmesh_core::{

@@ -1,7 +1,10 @@
 //! The schema's constraints and the idempotent telemetry insert, each test in a fresh database
 //! created by `#[sqlx::test]` from `DATABASE_URL` with every migration applied.
 
-#![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up; helpers outside #[test] fns unwrap too")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on a broken set-up; helpers outside #[test] fns unwrap too"
+)]
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use gridmesh_core::{

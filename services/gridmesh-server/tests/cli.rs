@@ -1,7 +1,10 @@
 //! The `gridmesh` binary as an operator runs it: usage, configuration errors, an unreachable
 //! database, `serve` on a fresh database until SIGTERM, and bootstrapping users and tokens.
 
-#![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up; helpers outside #[test] fns unwrap too")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on a broken set-up; helpers outside #[test] fns unwrap too"
+)]
 
 mod common;
 

@@ -1,7 +1,10 @@
 //! The server on a real port, against a fresh PostgreSQL database per test and the real
 //! Mosquitto broker.
 
-#![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up; helpers outside #[test] fns unwrap too")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on a broken set-up; helpers outside #[test] fns unwrap too"
+)]
 
 mod common;
 
