@@ -6,10 +6,12 @@
 #![allow(clippy::unwrap_used, reason = "test set-up")]
 
 use chrono::DateTime;
-use gridmesh_core::{AgentId, CommandId, Reading, Setpoint, SiteId, StateOfCharge, WattHours, Watts};
+use gridmesh_core::{
+    AgentId, CommandId, Reading, Setpoint, SiteId, StateOfCharge, WattHours, Watts,
+};
 use gridmesh_wire::{
-    Ack, AgentState, AgentStatus, KeyPair, Message, SetpointOutcome, SetpointResult, TelemetryBatch,
-    TelemetryCommitted, decode, encode,
+    Ack, AgentState, AgentStatus, KeyPair, Message, SetpointOutcome, SetpointResult,
+    TelemetryBatch, TelemetryCommitted, decode, encode,
 };
 
 const AGENT: [u8; 16] = [0x0a; 16];
@@ -44,7 +46,11 @@ fn examples() -> Vec<(&'static str, Message)> {
                         grid_export: Some(WattHours(765_432)),
                         ..Reading::default()
                     },
-                    Reading { at: at(NOON + 1_000), grid_power: Some(Watts(-2_310)), ..Reading::default() },
+                    Reading {
+                        at: at(NOON + 1_000),
+                        grid_power: Some(Watts(-2_310)),
+                        ..Reading::default()
+                    },
                 ],
             }),
         ),
@@ -65,7 +71,12 @@ fn examples() -> Vec<(&'static str, Message)> {
         ),
         (
             "telemetry-ack",
-            Message::Ack(Ack::TelemetryCommitted(TelemetryCommitted { agent, site, first_seq: 1000, last_seq: 1001 })),
+            Message::Ack(Ack::TelemetryCommitted(TelemetryCommitted {
+                agent,
+                site,
+                first_seq: 1000,
+                last_seq: 1001,
+            })),
         ),
         (
             "setpoint-ack",
@@ -83,7 +94,13 @@ fn examples() -> Vec<(&'static str, Message)> {
         ),
         (
             "status",
-            Message::Status(AgentStatus { agent, site, at: at(NOON), state: AgentState::Offline, agent_version: "0.1.0".into() }),
+            Message::Status(AgentStatus {
+                agent,
+                site,
+                at: at(NOON),
+                state: AgentState::Offline,
+                agent_version: "0.1.0".into(),
+            }),
         ),
     ]
 }
@@ -110,7 +127,10 @@ fn the_protocol_document_shows_real_encodings() {
         assert_eq!(decode(&bytes).unwrap().message, message);
         let open = format!("<!-- example:{name} -->\n");
         let close = "<!-- /example -->";
-        let start = doc.find(&open).unwrap_or_else(|| panic!("docs/protocol.md lacks {open}")) + open.len();
+        let start = doc
+            .find(&open)
+            .unwrap_or_else(|| panic!("docs/protocol.md lacks {open}"))
+            + open.len();
         let end = start + doc[start..].find(close).unwrap();
         let want = format!("{} bytes:\n\n{}", bytes.len(), dump(&bytes));
         if doc[start..end] != want {
@@ -121,7 +141,10 @@ fn the_protocol_document_shows_real_encodings() {
     if bless {
         std::fs::write(path, doc).unwrap();
     } else {
-        assert!(stale.is_empty(), "examples {stale:?} in docs/protocol.md are stale; rerun with GRIDMESH_BLESS=1");
+        assert!(
+            stale.is_empty(),
+            "examples {stale:?} in docs/protocol.md are stale; rerun with GRIDMESH_BLESS=1"
+        );
     }
 }
 
@@ -130,5 +153,9 @@ fn the_example_key_is_the_documented_one() {
     let key = KeyPair::from_seed([0x42; 32]);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md");
     let doc = std::fs::read_to_string(path).unwrap();
-    assert!(doc.contains(&key.public().to_string()), "docs/protocol.md should name the example public key {}", key.public());
+    assert!(
+        doc.contains(&key.public().to_string()),
+        "docs/protocol.md should name the example public key {}",
+        key.public()
+    );
 }

@@ -18,11 +18,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 const BIN: &str = env!("CARGO_BIN_EXE_gridmesh");
 
 fn run(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("GRIDMESH_DATABASE_URL")
-        .output()
-        .expect("run gridmesh")
+    run_with(args, &[])
+}
+
+/// Runs the binary with extra environment variables.
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("GRIDMESH_DATABASE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run gridmesh")
 }
 
 /// The URL of the test's own database (same server and role as `DATABASE_URL`).
@@ -63,39 +69,41 @@ fn unknown_subcommands_and_flags_print_usage() {
 
 #[test]
 fn configuration_errors_name_the_setting_and_the_expected_form() {
-    let out = run(&["serve", "--mqtt-url", "localhost:1883"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("--mqtt-url") && err.contains("expected mqtt://"),
-        "{err}"
-    );
-
-    let out = Command::new(BIN)
-        .args(["migrate"])
-        .env("GRIDMESH_DATABASE_URL", "mysql://db/x")
-        .output()
-        .unwrap();
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("--database-url") && err.contains("expected postgres://"),
-        "{err}"
-    );
-
-    let out = Command::new(BIN)
-        .args(["serve"])
-        .env("GRIDMESH_HTTP_BIND", "everywhere")
-        .output()
-        .unwrap();
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("--http-bind"), "{err}");
-
-    let out = run(&["--log-filter", "info,[[", "migrate"]);
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        !out.status.success() && err.contains("GRIDMESH_LOG"),
-        "{err}"
-    );
+    // (arguments, environment, what stderr must say)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case<'_>; 4] = [
+        (
+            &["serve", "--mqtt-url", "localhost:1883"],
+            &[],
+            &["--mqtt-url", "expected mqtt://"],
+        ),
+        (
+            &["migrate"],
+            &[("GRIDMESH_DATABASE_URL", "mysql://db/x")],
+            &["--database-url", "expected postgres://"],
+        ),
+        (
+            &["serve"],
+            &[("GRIDMESH_HTTP_BIND", "everywhere")],
+            &["--http-bind"],
+        ),
+        (
+            &["--log-filter", "info,[[", "migrate"],
+            &[],
+            &["GRIDMESH_LOG", "not a valid filter"],
+        ),
+    ];
+    for (args, env, needles) in cases {
+        let out = run_with(args, env);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "{args:?} {env:?}: {err:?} lacks {needle:?}"
+            );
+        }
+    }
 }
 
 #[test]

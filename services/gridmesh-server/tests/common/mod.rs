@@ -48,7 +48,7 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Answer {
-    let mut stream = TcpStream::connect(addr)
+    let stream = TcpStream::connect(addr)
         .await
         .expect("connect to the server");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -62,15 +62,29 @@ pub async fn request(
     if let Some(b) = body {
         req.push_str(b);
     }
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .expect("send request");
+    // Write and read at once: a server may answer (413, say) and close before reading a large
+    // body, so a failed write, or a reset after the answer arrived, is not a failed request.
+    let (mut reader, mut writer) = stream.into_split();
+    let send = tokio::spawn(async move {
+        let _ = writer.write_all(req.as_bytes()).await;
+        writer
+    });
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
-        .await
-        .expect("answer within 20 s")
-        .expect("read answer");
+    let read: std::io::Result<()> = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut chunk = [0_u8; 8192];
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                Err(_) if !raw.is_empty() => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("answer within 20 s");
+    read.expect("read answer");
+    drop(send.await);
     let text = String::from_utf8(raw).expect("UTF-8 answer");
     let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
     let mut lines = head.lines();
