@@ -20,6 +20,10 @@ DECLARE
     at    uuid := NEW.parent_id;
     steps integer := 0;
 BEGIN
+    -- Serialise changes to the tree: two concurrent moves (A under B, B under A) would each
+    -- see the old tree and together close a cycle. The walk below runs after the lock, and in
+    -- READ COMMITTED each of its statements sees what the other transaction committed.
+    PERFORM pg_advisory_xact_lock(hashtext('gridmesh_grid_nodes_tree'));
     WHILE at IS NOT NULL LOOP
         IF at = NEW.id OR steps > 100000 THEN
             RAISE EXCEPTION 'grid node % would become its own ancestor', NEW.id

@@ -14,11 +14,14 @@ CREATE TABLE devices (
 );
 
 -- An installation of gridmesh-agent; it reports for one site.
+-- Agents and their keys are never deleted with a site: readings and signatures stay attributable.
 CREATE TABLE agents (
     id         uuid PRIMARY KEY,
-    site_id    uuid NOT NULL REFERENCES sites (id) ON DELETE CASCADE,
+    site_id    uuid NOT NULL REFERENCES sites (id) ON DELETE RESTRICT,
     name       text NOT NULL DEFAULT '' CHECK (length(name) <= 200),
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Lets telemetry reference (agent, site) so that a reading names its agent's own site.
+    CONSTRAINT agents_id_site UNIQUE (id, site_id)
 );
 CREATE INDEX agents_site ON agents (site_id);
 
@@ -26,7 +29,7 @@ CREATE INDEX agents_site ON agents (site_id);
 -- attributable; an agent has at most one active key (rotation revokes the old one).
 CREATE TABLE agent_keys (
     id             uuid PRIMARY KEY,
-    agent_id       uuid NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
+    agent_id       uuid NOT NULL REFERENCES agents (id) ON DELETE RESTRICT,
     public_key     bytea NOT NULL CHECK (length(public_key) = 32),
     enrolled_at    timestamptz NOT NULL DEFAULT now(),
     revoked_at     timestamptz,

@@ -3,15 +3,17 @@
 -- The primary key makes a replayed batch a no-op (INSERT .. ON CONFLICT DO NOTHING). PostgreSQL
 -- requires the partition key in every unique index of a partitioned table, so the key is
 -- (agent_id, seq, measured_at): a replay carries the same timestamp because the agent resends
--- the reading it stored.
+-- the reading it stored. A sequence number reused with another timestamp is not caught by this
+-- key; ingest tracks each agent's committed sequence ranges and refuses such a reuse.
 CREATE TABLE telemetry (
-    agent_id              uuid NOT NULL REFERENCES agents (id),
+    agent_id              uuid NOT NULL,
     seq                   bigint NOT NULL CHECK (seq >= 0),
-    site_id               uuid NOT NULL REFERENCES sites (id),
+    site_id               uuid NOT NULL,
     measured_at           timestamptz NOT NULL,
     received_at           timestamptz NOT NULL DEFAULT now(),
     grid_power_w          bigint,
-    pv_power_w            bigint CHECK (pv_power_w >= 0),
+    -- May be slightly negative: inverters draw a few watts in standby.
+    pv_power_w            bigint,
     battery_power_w       bigint,
     battery_soc_bp        smallint CHECK (battery_soc_bp BETWEEN 0 AND 10000),
     grid_import_wh        bigint CHECK (grid_import_wh >= 0),
@@ -21,7 +23,9 @@ CREATE TABLE telemetry (
     battery_discharged_wh bigint CHECK (battery_discharged_wh >= 0),
     -- Plausibility flags set by ingest (bit set; 0 = none). Flagged rows stay, marked.
     flags                 integer NOT NULL DEFAULT 0,
-    CONSTRAINT telemetry_pkey PRIMARY KEY (agent_id, seq, measured_at)
+    CONSTRAINT telemetry_pkey PRIMARY KEY (agent_id, seq, measured_at),
+    -- One check covers both "unknown agent" and "agent reporting for another site's meter".
+    CONSTRAINT telemetry_agent_site FOREIGN KEY (agent_id, site_id) REFERENCES agents (id, site_id)
 ) PARTITION BY RANGE (measured_at);
 
 -- "One site's day" and "latest reading of a site".

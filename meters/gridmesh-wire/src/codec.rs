@@ -85,8 +85,7 @@ impl<'a> Reader<'a> {
     }
     pub(crate) fn time(&mut self, field: &'static str) -> Result<Timestamp, WireError> {
         let millis = self.i64(field)?;
-        DateTime::<Utc>::from_timestamp_millis(millis)
-            .ok_or(WireError::BadTimestamp { field, millis })
+        check_time(field, millis)
     }
     pub(crate) fn text(&mut self, field: &'static str, max: usize) -> Result<String, WireError> {
         let len = usize::from(self.u16(field)?);
@@ -118,6 +117,18 @@ impl<'a> Reader<'a> {
             count => Err(WireError::TrailingBytes { kind, count }),
         }
     }
+}
+
+/// Times the protocol carries: 1970-01-01 up to (not including) 2200-01-01, in milliseconds.
+/// Anything else is a broken clock or a crafted message, and refusing it here keeps period
+/// arithmetic downstream far from the limits of the time types.
+pub(crate) const TIME_RANGE_MS: std::ops::Range<i64> = 0..7_258_118_400_000;
+
+pub(crate) fn check_time(field: &'static str, millis: i64) -> Result<Timestamp, WireError> {
+    if !TIME_RANGE_MS.contains(&millis) {
+        return Err(WireError::BadTimestamp { field, millis });
+    }
+    DateTime::<Utc>::from_timestamp_millis(millis).ok_or(WireError::BadTimestamp { field, millis })
 }
 
 /// Reads a presence bitmask and refuses bits beyond the `known` ones.

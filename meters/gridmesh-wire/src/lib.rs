@@ -19,8 +19,8 @@ pub mod topics;
 pub use error::WireError;
 pub use keys::{KeyError, KeyPair, PublicKey};
 pub use message::{
-    AGENT_VERSION_MAX_BYTES, Ack, AgentState, AgentStatus, MAX_READINGS_PER_BATCH, Message,
-    MessageKind, REASON_MAX_BYTES, SetpointOutcome, SetpointResult, TelemetryBatch,
+    AGENT_VERSION_MAX_BYTES, Ack, AgentState, AgentStatus, MAX_READINGS_PER_BATCH, MAX_SEQ,
+    Message, MessageKind, REASON_MAX_BYTES, SetpointOutcome, SetpointResult, TelemetryBatch,
     TelemetryCommitted,
 };
 

@@ -6,7 +6,10 @@ use gridmesh_core::{
 };
 
 use crate::WireError;
-use crate::codec::{Reader, Writer, mask};
+use crate::codec::{Reader, Writer, check_time, mask};
+
+/// Largest sequence number: sequence numbers are stored as PostgreSQL `bigint`.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// Most readings one telemetry batch may carry.
 pub const MAX_READINGS_PER_BATCH: usize = 4096;
@@ -80,7 +83,11 @@ impl TelemetryBatch {
 
     /// Each reading with its sequence number.
     pub fn sequenced(&self) -> impl Iterator<Item = (u64, &Reading)> {
-        (self.first_seq..).zip(self.readings.iter())
+        let first = self.first_seq;
+        self.readings
+            .iter()
+            .enumerate()
+            .map(move |(i, r)| (first.saturating_add(i as u64), r))
     }
 }
 
@@ -235,19 +242,25 @@ impl Message {
                         max: MAX_READINGS_PER_BATCH,
                     });
                 }
-                if b.first_seq.checked_add(count as u64 - 1).is_none() {
+                if !seq_range_ok(b.first_seq, count) {
                     return Err(WireError::SequenceOverflow {
                         first: b.first_seq,
                         count,
                     });
                 }
                 for (index, r) in b.readings.iter().enumerate() {
+                    check_time("reading.at", r.at.timestamp_millis())?;
                     r.validate()
                         .map_err(|source| WireError::BadReading { index, source })?;
                 }
                 Ok(())
             }
-            Message::Setpoint(s) => Ok(s.validate()?),
+            Message::Setpoint(s) => {
+                check_time("setpoint.issued_at", s.issued_at.timestamp_millis())?;
+                check_time("setpoint.valid_from", s.valid_from.timestamp_millis())?;
+                check_time("setpoint.valid_until", s.valid_until.timestamp_millis())?;
+                Ok(s.validate()?)
+            }
             Message::Ack(Ack::TelemetryCommitted(c)) if c.last_seq < c.first_seq => {
                 Err(WireError::InvertedRange {
                     first: c.first_seq,
@@ -255,12 +268,18 @@ impl Message {
                 })
             }
             Message::Ack(Ack::TelemetryCommitted(_)) => Ok(()),
-            Message::Ack(Ack::Setpoint(r)) => text("ack.reason", &r.reason, REASON_MAX_BYTES),
-            Message::Status(s) => text(
-                "status.agent_version",
-                &s.agent_version,
-                AGENT_VERSION_MAX_BYTES,
-            ),
+            Message::Ack(Ack::Setpoint(r)) => {
+                check_time("ack.at", r.at.timestamp_millis())?;
+                text("ack.reason", &r.reason, REASON_MAX_BYTES)
+            }
+            Message::Status(s) => {
+                check_time("status.at", s.at.timestamp_millis())?;
+                text(
+                    "status.agent_version",
+                    &s.agent_version,
+                    AGENT_VERSION_MAX_BYTES,
+                )
+            }
         }
     }
 
@@ -433,7 +452,7 @@ fn read_batch(r: &mut Reader<'_>) -> Result<TelemetryBatch, WireError> {
             max: MAX_READINGS_PER_BATCH,
         });
     }
-    if first_seq.checked_add(count as u64 - 1).is_none() {
+    if !seq_range_ok(first_seq, count) {
         return Err(WireError::SequenceOverflow {
             first: first_seq,
             count,
@@ -448,6 +467,13 @@ fn read_batch(r: &mut Reader<'_>) -> Result<TelemetryBatch, WireError> {
         first_seq,
         readings,
     })
+}
+
+/// True when `count` readings from `first` stay within [`MAX_SEQ`].
+fn seq_range_ok(first: u64, count: usize) -> bool {
+    first
+        .checked_add(count as u64 - 1)
+        .is_some_and(|last| last <= MAX_SEQ)
 }
 
 fn write_targets(w: &mut Writer, targets: [Option<Watts>; 4]) {

@@ -98,7 +98,7 @@ fn message() -> impl Strategy<Value = Message> {
         (
             id16(),
             id16(),
-            0_u64..u64::MAX / 2,
+            0_u64..gridmesh_wire::MAX_SEQ - 100,
             proptest::collection::vec(reading(), 1..20)
         )
             .prop_map(
@@ -305,6 +305,49 @@ fn invalid_messages_are_refused_at_encoding_with_the_same_error() {
         err.to_string(),
         "status.agent_version is 65 bytes, more than the maximum of 64"
     );
+}
+
+#[test]
+fn sequence_numbers_and_times_stay_within_what_can_be_stored() {
+    let key = KeyPair::from_seed([1; 32]);
+    let batch = |first_seq, at| {
+        Message::Telemetry(TelemetryBatch {
+            agent: AgentId::from_bytes([1; 16]),
+            site: SiteId::from_bytes([2; 16]),
+            first_seq,
+            readings: vec![
+                Reading {
+                    at,
+                    ..Reading::default()
+                };
+                2
+            ],
+        })
+    };
+    let now = DateTime::from_timestamp_millis(1_795_521_600_000).unwrap();
+    assert!(encode(&batch(gridmesh_wire::MAX_SEQ - 1, now), &key).is_ok());
+    assert!(matches!(
+        encode(&batch(gridmesh_wire::MAX_SEQ, now), &key),
+        Err(WireError::SequenceOverflow { .. })
+    ));
+    let year_2300 = DateTime::from_timestamp_millis(10_413_792_000_000).unwrap();
+    let err = encode(&batch(0, year_2300), &key).unwrap_err();
+    assert!(
+        err.to_string().contains("outside the supported range"),
+        "{err}"
+    );
+
+    // The same limits hold when decoding a message signed by a sender that skipped them.
+    let mut bytes = encode(&batch(0, now), &key).unwrap();
+    let body = gridmesh_wire::HEADER_BYTES;
+    bytes[body + 32..body + 40].copy_from_slice(&u64::MAX.to_be_bytes());
+    let len = bytes.len() - gridmesh_wire::SIGNATURE_BYTES;
+    let signature = key.sign(&bytes[..len]);
+    bytes[len..].copy_from_slice(&signature);
+    assert!(matches!(
+        decode(&bytes),
+        Err(WireError::SequenceOverflow { .. })
+    ));
 }
 
 #[test]

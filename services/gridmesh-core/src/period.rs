@@ -95,7 +95,9 @@ impl Period {
     /// End of the period (exclusive), which is the start of the next one.
     #[must_use]
     pub fn end(self) -> Timestamp {
-        self.start() + Duration::seconds(PERIOD_SECONDS)
+        self.start()
+            .checked_add_signed(Duration::seconds(PERIOD_SECONDS))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// True when `t` falls inside this period.
@@ -107,19 +109,19 @@ impl Period {
     /// The following period.
     #[must_use]
     pub const fn next(self) -> Self {
-        Self(self.0 + 1)
+        Self(self.0.saturating_add(1))
     }
 
     /// The preceding period.
     #[must_use]
     pub const fn prev(self) -> Self {
-        Self(self.0 - 1)
+        Self(self.0.saturating_sub(1))
     }
 
     /// The period `n` steps later (earlier for negative `n`).
     #[must_use]
     pub const fn offset(self, n: i64) -> Self {
-        Self(self.0 + n)
+        Self(self.0.saturating_add(n))
     }
 
     /// Every period that overlaps the half-open interval `[from, to)`.
@@ -138,7 +140,11 @@ impl Period {
             first
         } else {
             // `to` is exclusive: a range ending on a boundary does not touch the next period.
-            Self::containing(to - Duration::nanoseconds(1)).next()
+            Self::containing(
+                to.checked_sub_signed(Duration::nanoseconds(1))
+                    .unwrap_or(to),
+            )
+            .next()
         };
         Ok(PeriodRange { start: first, end })
     }

@@ -69,15 +69,16 @@ pub enum ReadingError {
 /// reports no battery values, a plain meter no PV.
 ///
 /// Signs: `grid_power` is positive when the site imports from the grid; `battery_power` is
-/// positive when the battery charges; `pv_power` is production and never negative. Energy
-/// fields are the devices' cumulative counters, which only grow.
+/// positive when the battery charges; `pv_power` is production (an inverter in standby may
+/// report a few watts below zero, which is a measurement, not an error). Energy fields are the
+/// devices' cumulative counters, which only grow and are never negative.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Reading {
     /// When the values were measured (UTC; the wire keeps millisecond precision).
     pub at: Timestamp,
     /// Net power at the grid connection, import positive.
     pub grid_power: Option<Watts>,
-    /// PV production.
+    /// PV production (may be slightly negative: standby consumption).
     pub pv_power: Option<Watts>,
     /// Battery power, charging positive.
     pub battery_power: Option<Watts>,
@@ -96,13 +97,13 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// Checks signs: PV production and the counters are never negative.
+    /// Checks signs: the energy counters are never negative. Whether a value is plausible
+    /// (within ratings, counters not running backwards) is ingest's judgement, not a format rule.
     ///
     /// # Errors
     /// The first negative quantity, by name.
     pub fn validate(&self) -> Result<(), ReadingError> {
         let checks = [
-            ("pv_power", self.pv_power.map(Watts::get)),
             ("grid_import", self.grid_import.map(WattHours::get)),
             ("grid_export", self.grid_export.map(WattHours::get)),
             ("pv_energy", self.pv_energy.map(WattHours::get)),
@@ -142,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn negative_production_or_counters_are_refused() {
+    fn negative_counters_are_refused_but_standby_pv_is_not() {
         let ok = Reading {
             pv_power: Some(Watts(3_000)),
             grid_power: Some(Watts(-2_000)),

@@ -133,7 +133,9 @@ impl Setpoint {
     /// later than the end of the window.
     #[must_use]
     pub fn reverts_at(&self, applied_at: Timestamp) -> Timestamp {
-        (applied_at + Duration::seconds(i64::from(self.revert_after_secs))).min(self.valid_until)
+        applied_at
+            .checked_add_signed(Duration::seconds(i64::from(self.revert_after_secs)))
+            .map_or(self.valid_until, |t| t.min(self.valid_until))
     }
 
     /// The command with every target clamped into the site's rated limits, and whether

@@ -31,6 +31,9 @@ pub enum DbError {
     /// A stored row that does not map back to a domain value (a schema/code mismatch).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The operating system's random source failed (token generation).
+    #[error("no randomness available: {0}")]
+    NoRandomness(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Other(sqlx::Error),

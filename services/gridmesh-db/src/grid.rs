@@ -124,10 +124,16 @@ pub async fn get_site(pool: &Pool, id: SiteId) -> Result<Option<Site>, DbError> 
 /// # Errors
 /// Database errors, or [`DbError::Corrupt`] if the stored tree is not a valid topology.
 pub async fn load_topology(pool: &Pool) -> Result<Topology, DbError> {
+    // One snapshot for both queries, so a site added in between cannot point at a node we
+    // did not read.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     let nodes: Vec<(Uuid, Option<Uuid>, String, String, i64, i64)> = sqlx::query_as(
         "SELECT id, parent_id, kind, name, import_limit_w, export_limit_w FROM grid_nodes",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let nodes = nodes
         .into_iter()

@@ -19,7 +19,8 @@ pub use error::DbError;
 pub use grid::{get_site, insert_grid_node, insert_site, load_topology};
 pub use pool::{ConnectOptions, MIGRATOR, connect, connect_with_retry, migrate};
 pub use telemetry::{
-    StoredReading, count_telemetry, ensure_telemetry_partitions, insert_telemetry, latest_reading,
+    StoredReading, TELEMETRY_DAYS_AHEAD, TELEMETRY_DAYS_BACK, count_telemetry,
+    ensure_telemetry_partitions, insert_telemetry, latest_reading,
 };
 pub use users::{
     ApiToken, Caller, NewUser, User, UserFilter, authenticate, create_user, get_user, hash_token,

@@ -1,8 +1,17 @@
-use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use gridmesh_core::{AgentId, Reading, SiteId, StateOfCharge, WattHours, Watts};
 use uuid::Uuid;
 
 use crate::{DbError, Pool};
+
+/// How far back a reading may be measured and still be stored (an agent's disk buffer holds
+/// about a week; this leaves room for long outages and back-fills).
+pub const TELEMETRY_DAYS_BACK: u64 = 400;
+
+/// How far ahead of the server's clock a reading may be measured and still be stored.
+pub const TELEMETRY_DAYS_AHEAD: u64 = 2;
 
 /// A reading as stored, with its origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +56,64 @@ fn opt<T: Copy, U>(
 
 /// Stores readings of one agent and site in one statement. Rows already stored (same agent,
 /// sequence number and time) are skipped, so a replayed batch changes nothing; returns how many
-/// rows were new. All or nothing: a refused row (unknown agent or site, a time with no
-/// partition, a violated check) stores none of the batch.
+/// rows were new. All or nothing: a refused row (unknown agent, an agent that is not the site's,
+/// a violated check) stores none of the batch.
+///
+/// A day's partition that does not exist yet is created on demand, so readings from an agent
+/// that was offline for weeks are stored; times outside [`TELEMETRY_DAYS_BACK`] days back to
+/// [`TELEMETRY_DAYS_AHEAD`] days ahead of `now` are refused before anything is written.
 ///
 /// # Errors
-/// [`DbError::Invalid`] for a sequence number beyond `i64::MAX`; [`DbError::Constraint`] for an
-/// unknown agent (`telemetry_agent_id_fkey`) or site (`telemetry_site_id_fkey`); a database
-/// error when no partition covers a reading's time.
+/// [`DbError::Invalid`] for a sequence number beyond `i64::MAX` or a time outside the window;
+/// [`DbError::Constraint`] `telemetry_agent_site` for an unknown agent or another site's.
 pub async fn insert_telemetry(
+    pool: &Pool,
+    agent: AgentId,
+    site: SiteId,
+    readings: &[(u64, &Reading)],
+) -> Result<u64, DbError> {
+    let days = storable_days(readings, Utc::now())?;
+    match insert_rows(pool, agent, site, readings).await {
+        Err(DbError::Other(sqlx::Error::Database(e)))
+            if e.message().starts_with("no partition") =>
+        {
+            for day in days {
+                ensure_telemetry_partitions(pool, day, 1).await?;
+            }
+            insert_rows(pool, agent, site, readings).await
+        }
+        other => other,
+    }
+}
+
+/// The UTC days the readings fall on, after checking each is inside the storable window.
+fn storable_days(
+    readings: &[(u64, &Reading)],
+    now: DateTime<Utc>,
+) -> Result<BTreeSet<NaiveDate>, DbError> {
+    let today = now.date_naive();
+    let first = today - Days::new(TELEMETRY_DAYS_BACK);
+    let last = today + Days::new(TELEMETRY_DAYS_AHEAD);
+    readings
+        .iter()
+        .map(|(seq, r)| {
+            let day = r.at.date_naive();
+            if (first..=last).contains(&day) {
+                Ok(day)
+            } else {
+                Err(DbError::Invalid {
+                    field: "measured_at",
+                    reason: format!(
+                        "reading {seq} was measured at {}, outside the storable window {first} to {last} (UTC days)",
+                        r.at
+                    ),
+                })
+            }
+        })
+        .collect()
+}
+
+async fn insert_rows(
     pool: &Pool,
     agent: AgentId,
     site: SiteId,

@@ -13,8 +13,13 @@ use gridmesh_core::{
 };
 use gridmesh_db::{DbError, NewUser, Pool, UserFilter};
 
-fn t(s: &str) -> DateTime<Utc> {
-    s.parse().unwrap()
+/// A recent time on a whole hour (yesterday, 10:00 UTC): inside the storable window whenever
+/// the tests run.
+fn base() -> DateTime<Utc> {
+    (Utc::now().date_naive() - chrono::Days::new(1))
+        .and_hms_opt(10, 0, 0)
+        .unwrap()
+        .and_utc()
 }
 
 fn node(kind: GridNodeKind, parent: Option<GridNodeId>) -> GridNode {
@@ -76,13 +81,9 @@ async fn fixture(pool: &Pool) -> Fixture {
     let agent = gridmesh_db::create_agent(pool, site.id, "garage pi")
         .await
         .unwrap();
-    gridmesh_db::ensure_telemetry_partitions(
-        pool,
-        NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
-        3,
-    )
-    .await
-    .unwrap();
+    gridmesh_db::ensure_telemetry_partitions(pool, base().date_naive(), 1)
+        .await
+        .unwrap();
     Fixture {
         transformer: transformer.id,
         feeder: feeder.id,
@@ -115,7 +116,7 @@ fn constraint(e: DbError) -> String {
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn telemetry_insert_is_idempotent(pool: Pool) {
     let f = fixture(&pool).await;
-    let base = t("2026-11-24T10:00:00Z");
+    let base = base();
     let readings: Vec<Reading> = (0..100)
         .map(|i| reading(base + Duration::seconds(i), i))
         .collect();
@@ -163,14 +164,33 @@ async fn telemetry_insert_is_idempotent(pool: Pool) {
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn a_bad_row_stores_none_of_its_batch(pool: Pool) {
     let f = fixture(&pool).await;
-    let base = t("2026-11-24T10:00:00Z");
-    let good = reading(base, 0);
-    // No partition covers 2031: the whole batch is refused, the good row included.
-    let far = reading(t("2031-01-01T00:00:00Z"), 1);
+    let good = reading(base(), 0);
+    // Years ahead of the clock: refused before anything is written, the good row included.
+    let far = reading(base() + Duration::days(5 * 365), 1);
     let err = gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(0, &good), (1, &far)])
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("no partition"), "{err}");
+    assert!(
+        matches!(
+            err,
+            DbError::Invalid {
+                field: "measured_at",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("outside the storable window"),
+        "{err}"
+    );
+    // A violated check in the second row also stores nothing.
+    let mut bad = reading(base(), 2);
+    bad.grid_export = Some(WattHours(-1));
+    let err = gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(0, &good), (2, &bad)])
+        .await
+        .unwrap_err();
+    assert_eq!(constraint(err), "telemetry_grid_export_wh_check");
     assert_eq!(
         gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
         0
@@ -183,17 +203,55 @@ async fn a_bad_row_stores_none_of_its_batch(pool: Pool) {
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn readings_from_a_long_outage_get_their_partitions(pool: Pool) {
+    let f = fixture(&pool).await;
+    // An agent back after a month offline: those days have no partition yet.
+    let old: Vec<Reading> = (0..3)
+        .map(|i| reading(base() - Duration::days(30 + i), i))
+        .collect();
+    let batch: Vec<(u64, &Reading)> = (0_u64..).zip(old.iter()).collect();
+    assert_eq!(
+        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
+        3
+    );
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn readings_for_unknown_sites_or_agents_are_refused(pool: Pool) {
     let f = fixture(&pool).await;
-    let r = reading(t("2026-11-24T10:00:00Z"), 0);
+    let r = reading(base(), 0);
     let err = gridmesh_db::insert_telemetry(&pool, f.agent, SiteId::new_random(), &[(0, &r)])
         .await
         .unwrap_err();
-    assert_eq!(constraint(err), "telemetry_site_id_fkey");
+    assert_eq!(constraint(err), "telemetry_agent_site");
     let err = gridmesh_db::insert_telemetry(&pool, AgentId::new_random(), f.site.id, &[(0, &r)])
         .await
         .unwrap_err();
-    assert_eq!(constraint(err), "telemetry_agent_id_fkey");
+    assert_eq!(constraint(err), "telemetry_agent_site");
+
+    // An agent may only report for its own site, even when both exist.
+    let neighbour = Site {
+        id: SiteId::new_random(),
+        name: "Maple St 14".into(),
+        ..f.site.clone()
+    };
+    gridmesh_db::insert_site(&pool, &neighbour).await.unwrap();
+    let err = gridmesh_db::insert_telemetry(&pool, f.agent, neighbour.id, &[(0, &r)])
+        .await
+        .unwrap_err();
+    assert_eq!(constraint(err), "telemetry_agent_site");
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
@@ -214,9 +272,10 @@ async fn check_constraints_refuse_nonsense(pool: Pool) {
         .map_err(DbError::from)
         .unwrap_err();
     assert_eq!(constraint(err), "sites_battery_complete");
-    let err = sqlx::query("INSERT INTO telemetry (agent_id, seq, site_id, measured_at, battery_soc_bp) VALUES ($1, 0, $2, '2026-11-24T10:00:00Z', 10001)")
+    let err = sqlx::query("INSERT INTO telemetry (agent_id, seq, site_id, measured_at, battery_soc_bp) VALUES ($1, 0, $2, $3, 10001)")
         .bind(f.agent.0)
         .bind(f.site.id.0)
+        .bind(base())
         .execute(&pool)
         .await
         .map_err(DbError::from)

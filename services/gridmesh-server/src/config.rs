@@ -62,7 +62,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DbConfig {
     /// PostgreSQL URL: postgres://user:password@host:port/database
-    #[arg(long, env = "GRIDMESH_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = parse_database_url)]
+    #[arg(long, env = "GRIDMESH_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = SecretParser(parse_database_url), hide_env_values = true)]
     pub database_url: SecretUrl,
 
     /// How long to keep retrying an unreachable database at start-up, in seconds.
@@ -86,7 +86,7 @@ pub struct ServeConfig {
     pub http_bind: SocketAddr,
 
     /// MQTT broker URL: mqtt://[user:password@]host[:port]
-    #[arg(long, env = "GRIDMESH_MQTT_URL", default_value = "mqtt://127.0.0.1:1883", value_parser = parse_mqtt_url)]
+    #[arg(long, env = "GRIDMESH_MQTT_URL", default_value = "mqtt://127.0.0.1:1883", value_parser = SecretParser(parse_mqtt_url), hide_env_values = true)]
     pub mqtt_url: MqttUrl,
 
     /// MQTT client id prefix; a random suffix keeps replicas apart.
@@ -170,13 +170,28 @@ impl SecretUrl {
         self.0.as_str()
     }
 
-    /// The URL with the password replaced by `***`, for logs and messages.
+    /// The URL with the password (in the user part or a `password=` query parameter) replaced
+    /// by `***`, for logs and messages.
     #[must_use]
     pub fn redacted(&self) -> String {
         let mut u = self.0.clone();
         if u.password().is_some() {
             // Setting a password only fails for URLs that cannot have one.
             let _ = u.set_password(Some("***"));
+        }
+        if u.query_pairs().any(|(k, _)| k == "password") {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" {
+                        "***".to_owned()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
         }
         u.to_string()
     }
@@ -270,11 +285,54 @@ fn parse_mqtt_url(s: &str) -> Result<MqttUrl, String> {
             .trim_end_matches(']')
             .to_owned(),
         port: url.port().unwrap_or(1883),
-        username: Some(url.username())
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned),
-        password: url.password().map(str::to_owned),
+        username: Some(decode(url.username())).filter(|u| !u.is_empty()),
+        password: url.password().map(decode),
     })
+}
+
+/// URL user and password parts arrive percent-encoded (`p%40ss` for `p@ss`).
+fn decode(part: &str) -> String {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A value parser whose errors name the setting and the expected form but never repeat the
+/// value, which may hold a password (clap's own errors echo it).
+#[derive(Clone)]
+struct SecretParser<T>(fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for SecretParser<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg.map_or_else(
+            || "value".to_owned(),
+            |a| {
+                let env = a
+                    .get_env()
+                    .map(|e| format!(" ({})", e.to_string_lossy()))
+                    .unwrap_or_default();
+                format!("{a}{env}")
+            },
+        );
+        let fail = |reason: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid {name}: {reason}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| fail("not valid UTF-8".into()))?;
+        (self.0)(text).map_err(fail)
+    }
 }
 
 fn parse_database_url(s: &str) -> Result<SecretUrl, String> {
@@ -321,6 +379,16 @@ mod tests {
         assert!(!format!("{mqtt:?}").contains("hunter2"));
         assert_eq!(mqtt.password(), Some("hunter2"));
         assert_eq!(mqtt.port, 1883);
+    }
+
+    #[test]
+    fn credentials_are_percent_decoded_and_query_passwords_hidden() {
+        let mqtt = parse_mqtt_url("mqtt://ops%40site:p%40ss%3Aw@broker").unwrap();
+        assert_eq!(mqtt.username.as_deref(), Some("ops@site"));
+        assert_eq!(mqtt.password(), Some("p@ss:w"));
+        let db = parse_database_url("postgres://db/x?user=u&password=hunter2").unwrap();
+        assert!(!db.redacted().contains("hunter2"), "{}", db.redacted());
+        assert!(db.redacted().contains("user=u"));
     }
 
     #[test]

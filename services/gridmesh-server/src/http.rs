@@ -42,16 +42,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// One span per request (method, route, request id), a log line when it ends, request metrics,
-/// and the `x-request-id` header. A valid incoming `x-request-id` (a UUID) is kept so that ids
-/// follow a request across proxies.
+/// and the `x-request-id` header. The id is always ours, so one reference id means one request;
+/// a caller's own `x-request-id` is logged beside it (`client_request_id`) to follow a request
+/// across proxies.
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = req
+    let request_id = Uuid::new_v4();
+    let client_request_id: Option<String> = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<Uuid>().ok())
-        .unwrap_or_else(Uuid::new_v4);
+        .map(|v| v.chars().take(128).collect());
     let method = req.method().clone();
     // The route template, not the raw path, so metrics do not explode with ids.
     let route = req
@@ -63,6 +64,7 @@ async fn observe(req: Request, next: Next) -> Response {
         %method,
         route = %route,
         request_id = %request_id,
+        client_request_id = client_request_id.as_deref(),
         user_id = tracing::field::Empty
     );
     let mut response = REQUEST_ID
@@ -112,7 +114,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     .await;
     let db_check = match db {
         Ok(Ok(_)) => json!({ "ok": true, "latency_ms": started.elapsed().as_millis() as u64 }),
-        Ok(Err(e)) => json!({ "ok": false, "error": gridmesh_db::DbError::from(e).to_string() }),
+        Ok(Err(e)) => {
+            // The detail goes to the log; the unauthenticated probe gets no internals.
+            tracing::warn!(error = %gridmesh_db::DbError::from(e), "readiness: database check failed");
+            json!({ "ok": false, "error": "database query failed" })
+        }
         Err(_) => {
             json!({ "ok": false, "error": format!("no answer within {} s", DB_CHECK_TIMEOUT.as_secs()) })
         }
@@ -121,7 +127,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let broker = state.broker.status();
     let broker_check = match &broker.last_error {
         _ if broker.connected => json!({ "ok": true }),
-        Some(e) => json!({ "ok": false, "error": e }),
+        Some(e) => {
+            tracing::warn!(error = %e, "readiness: broker link down");
+            json!({ "ok": false, "error": "not connected" })
+        }
         None => json!({ "ok": false, "error": "not connected yet" }),
     };
     crate::metrics::record_readiness(db_ok, broker.connected);

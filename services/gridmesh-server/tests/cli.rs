@@ -58,6 +58,26 @@ fn help_explains_the_subcommands() {
 }
 
 #[test]
+fn passwords_never_reach_help_or_error_output() {
+    let env = [
+        ("GRIDMESH_DATABASE_URL", "postgres://a:hunter2@h/d"),
+        ("GRIDMESH_MQTT_URL", "mqtt://u:hunter2@b"),
+    ];
+    let help = run_with(&["serve", "--help"], &env);
+    assert!(help.status.success());
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("hunter2"));
+    let bad = run_with(
+        &["migrate"],
+        &[("GRIDMESH_DATABASE_URL", "mysql://u:hunter2@x/y")],
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("expected postgres://") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_subcommands_and_flags_print_usage() {
     for args in [&["frobnicate"][..], &["serve", "--colour", "red"][..]] {
         let out = run(args);
