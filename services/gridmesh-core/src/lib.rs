@@ -11,21 +11,25 @@
 //!   ([`Period`]).
 #![warn(missing_docs)]
 
+pub mod flags;
 pub mod ids;
 pub mod period;
 pub mod reading;
 pub mod role;
 pub mod setpoint;
 pub mod site;
+pub mod summary;
 pub mod topology;
 pub mod units;
 
+pub use flags::ReadingFlags;
 pub use ids::{AgentId, CommandId, DeviceId, GridNodeId, SiteId, UserId};
 pub use period::{Period, PeriodError, PeriodRange};
 pub use reading::{Reading, ReadingError, StateOfCharge};
 pub use role::{Role, UnknownRole};
 pub use setpoint::{Setpoint, SetpointError, SetpointLimits};
 pub use site::{BatterySpec, GeoPoint, GridConnection, Site, SiteError};
+pub use summary::{Counters, PeriodSummary, Point, summarize};
 pub use topology::{GridNode, GridNodeKind, Topology, TopologyError};
 pub use units::{MinorUnits, WattHours, Watts};
 

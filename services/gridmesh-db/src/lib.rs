@@ -10,14 +10,22 @@
 mod agents;
 mod error;
 mod grid;
+mod ingest;
 mod pool;
+mod readings;
 mod telemetry;
 mod users;
 
 pub use agents::{AgentKey, create_agent, enroll_key, find_active_key, revoke_key};
 pub use error::DbError;
 pub use grid::{get_site, insert_grid_node, insert_site, load_topology};
+pub use ingest::{CommitReport, IngestRow, commit_ingest};
 pub use pool::{ConnectOptions, MIGRATOR, connect, connect_with_retry, migrate};
+pub use readings::{
+    Gap, LatestFilter, PeriodEnergy, drop_telemetry_before, flag_period, flagged_readings, gaps,
+    get_sites, latest_readings, missing_total, period_pv, resolve_flags, site_energy,
+    site_readings,
+};
 pub use telemetry::{
     StoredReading, TELEMETRY_DAYS_AHEAD, TELEMETRY_DAYS_BACK, count_telemetry,
     ensure_telemetry_partitions, insert_telemetry, latest_reading,

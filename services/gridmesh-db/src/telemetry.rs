@@ -87,7 +87,7 @@ pub async fn insert_telemetry(
 }
 
 /// The UTC days the readings fall on, after checking each is inside the storable window.
-fn storable_days(
+pub(crate) fn storable_days(
     readings: &[(u64, &Reading)],
     now: DateTime<Utc>,
 ) -> Result<BTreeSet<NaiveDate>, DbError> {
@@ -161,7 +161,7 @@ async fn insert_rows(
 }
 
 #[derive(sqlx::FromRow)]
-struct TelemetryRow {
+pub(crate) struct TelemetryRow {
     agent_id: Uuid,
     seq: i64,
     measured_at: DateTime<Utc>,
@@ -213,7 +213,7 @@ impl TryFrom<TelemetryRow> for StoredReading {
     }
 }
 
-/// The most recent reading of a site, by measurement time.
+/// The most recent reading of a site, by measurement time (kept by ingest in `site_latest`).
 ///
 /// # Errors
 /// Database errors.
@@ -222,7 +222,7 @@ pub async fn latest_reading(pool: &Pool, site: SiteId) -> Result<Option<StoredRe
         "SELECT agent_id, seq, measured_at, received_at, grid_power_w, pv_power_w,
              battery_power_w, battery_soc_bp, grid_import_wh, grid_export_wh, pv_energy_wh,
              battery_charged_wh, battery_discharged_wh, flags
-         FROM telemetry WHERE site_id = $1 ORDER BY measured_at DESC, seq DESC LIMIT 1",
+         FROM site_latest WHERE site_id = $1",
     )
     .bind(site.0)
     .fetch_optional(pool)

@@ -151,14 +151,6 @@ async fn telemetry_insert_is_idempotent(pool: Pool) {
         gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
         150
     );
-
-    let latest = gridmesh_db::latest_reading(&pool, f.site.id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(latest.seq, 149);
-    assert_eq!(latest.agent, f.agent);
-    assert_eq!(latest.reading, more[49]);
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
@@ -543,5 +535,138 @@ async fn partitions_are_created_once(pool: Pool) {
     assert!(
         bounds.contains("2027-01-01 00:00:00+00") && bounds.contains("2027-01-02 00:00:00+00"),
         "{bounds}"
+    );
+}
+
+fn row<'a>(f: &Fixture, seq: u64, r: &'a Reading) -> gridmesh_db::IngestRow<'a> {
+    gridmesh_db::IngestRow {
+        agent: f.agent,
+        site: f.site.id,
+        seq,
+        reading: r,
+        flags: gridmesh_core::ReadingFlags::NONE,
+    }
+}
+
+/// Readings a minute apart from `base()`, import counter rising 10 Wh a minute.
+fn minutes(range: std::ops::Range<i64>) -> Vec<Reading> {
+    range
+        .map(|i| Reading {
+            at: base() + Duration::minutes(i),
+            grid_power: Some(Watts(600)),
+            grid_import: Some(WattHours(5_000 + 10 * i)),
+            grid_export: Some(WattHours(100)),
+            ..Reading::default()
+        })
+        .collect()
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn ingest_commits_count_replays_and_close_gaps(pool: Pool) {
+    let f = fixture(&pool).await;
+    let rs = minutes(0..45);
+    let rows = |range: std::ops::Range<usize>| -> Vec<gridmesh_db::IngestRow<'_>> {
+        range.map(|i| row(&f, i as u64, &rs[i])).collect()
+    };
+    let report = gridmesh_db::commit_ingest(&pool, &rows(0..10))
+        .await
+        .unwrap();
+    assert_eq!((report.inserted, report.duplicates), (10, 0));
+    // 10..14 are late.
+    gridmesh_db::commit_ingest(&pool, &rows(15..45))
+        .await
+        .unwrap();
+    let gaps = gridmesh_db::gaps(&pool, Some(f.site.id), 100)
+        .await
+        .unwrap();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(
+        (gaps[0].first, gaps[0].last, gaps[0].agent),
+        (10, 14, f.agent)
+    );
+    assert_eq!(gridmesh_db::missing_total(&pool).await.unwrap(), 5);
+
+    // A replay changes nothing.
+    let again = gridmesh_db::commit_ingest(&pool, &rows(0..10))
+        .await
+        .unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 10));
+    assert!(again.reused.is_empty());
+
+    // The late readings close the gap and correct the period they fall in.
+    gridmesh_db::commit_ingest(&pool, &rows(10..15))
+        .await
+        .unwrap();
+    assert!(
+        gridmesh_db::gaps(&pool, Some(f.site.id), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
+        45
+    );
+
+    let energy = gridmesh_db::site_energy(&pool, f.site.id, base(), base() + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(energy.len(), 3);
+    assert_eq!(
+        energy.iter().map(|e| e.readings).collect::<Vec<_>>(),
+        vec![15, 15, 15]
+    );
+    // First period: from its first reading (5000) to its last (5140); then 150 Wh each.
+    assert_eq!(energy[0].imported, Some(WattHours(140)));
+    assert!(!energy[0].complete);
+    assert_eq!(energy[1].imported, Some(WattHours(150)));
+    assert!(energy[1].complete);
+    assert_eq!(energy[2].imported, Some(WattHours(150)));
+    assert_eq!(energy[2].exported, Some(WattHours(0)));
+    assert!(energy.iter().all(|e| e.flags.is_empty()));
+
+    // The latest reading is the newest, not the last to arrive.
+    let latest = gridmesh_db::latest_reading(&pool, f.site.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((latest.seq, latest.reading), (44, rs[44]));
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn a_reused_sequence_number_is_stored_and_flagged(pool: Pool) {
+    let f = fixture(&pool).await;
+    let rs = minutes(0..5);
+    let first: Vec<_> = (0..5).map(|i| row(&f, i as u64, &rs[i])).collect();
+    gridmesh_db::commit_ingest(&pool, &first).await.unwrap();
+    // A clone of the device sends sequence numbers 3 and 4 again, measured later.
+    let clone = minutes(20..22);
+    let second = vec![row(&f, 3, &clone[0]), row(&f, 4, &clone[1])];
+    let report = gridmesh_db::commit_ingest(&pool, &second).await.unwrap();
+    assert_eq!(report.reused, vec![(f.agent, 3), (f.agent, 4)]);
+    assert_eq!(report.inserted, 2);
+    let flagged =
+        gridmesh_db::flagged_readings(&pool, f.site.id, base(), base() + Duration::hours(1), 100)
+            .await
+            .unwrap();
+    // Both the first and the second reading of 3 and 4: nobody can tell which is genuine.
+    assert_eq!(flagged.len(), 4);
+    assert!(flagged.iter().all(|r| r.flags & 16 == 16));
+    let energy = gridmesh_db::site_energy(&pool, f.site.id, base(), base() + Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(
+        energy[1]
+            .flags
+            .contains(gridmesh_core::ReadingFlags::SEQUENCE_REUSED),
+        "{energy:?}"
+    );
+    assert!(energy[0].flags.contains(gridmesh_core::ReadingFlags::SEQUENCE_REUSED));
+    // An operator reviews the periods: they are resolved.
+    assert_eq!(
+        gridmesh_db::resolve_flags(&pool, f.site.id, base(), base() + Duration::hours(1))
+            .await
+            .unwrap(),
+        2
     );
 }
