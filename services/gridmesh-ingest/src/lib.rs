@@ -7,3 +7,5 @@
 
 pub mod plausibility;
 pub mod solar;
+pub mod maintenance;
+pub mod worker;

@@ -16,19 +16,8 @@ use crate::serve::{self, connect_db};
 /// Whatever stopped it, with context for the operator.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(config) => {
-            tracing::debug!(?config, "configuration");
-            let listener = TcpListener::bind(config.http_bind).await.with_context(|| {
-                format!(
-                    "cannot listen on {} (GRIDMESH_HTTP_BIND / --http-bind)",
-                    config.http_bind
-                )
-            })?;
-            let service = serve::start(&config).await?;
-            service
-                .run(listener, serve::shutdown_signal(), config.shutdown_grace)
-                .await
-        }
+        Command::Serve(config) => run_service(config, serve::Role::Serve).await,
+        Command::Ingest(config) => run_service(config, serve::Role::Ingest).await,
         Command::Migrate(db) => {
             let pool = connect_db(&db).await?;
             serve::migrate(&pool).await?;
@@ -98,6 +87,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn run_service(config: crate::config::ServeConfig, role: serve::Role) -> anyhow::Result<()> {
+    tracing::debug!(?config, ?role, "configuration");
+    let listener = TcpListener::bind(config.http_bind)
+        .await
+        .with_context(|| format!("cannot listen on {} (GRIDMESH_HTTP_BIND / --http-bind)", config.http_bind))?;
+    let service = serve::start(&config, role).await?;
+    service.run(listener, serve::shutdown_signal(), config.shutdown_grace).await
 }
 
 /// Writes a command's result to stdout (logs go to stderr, so output can be piped).

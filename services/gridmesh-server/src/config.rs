@@ -47,6 +47,9 @@ pub enum Command {
     /// Run the central service: apply pending migrations, then serve the HTTP API (health,
     /// readiness, metrics, /v1) until SIGTERM or Ctrl-C, and keep the broker link up.
     Serve(ServeConfig),
+    /// Run only the telemetry ingest worker (with /healthz, /readyz and /metrics on
+    /// --http-bind): for scaling ingest out in replicas that share the telemetry.
+    Ingest(ServeConfig),
     /// Apply pending database migrations and exit. `serve` does this too; run it alone to
     /// migrate ahead of a rolling deployment.
     Migrate(DbConfig),
@@ -100,6 +103,45 @@ pub struct ServeConfig {
     /// Seconds to let in-flight requests finish after SIGTERM before exiting.
     #[arg(long, env = "GRIDMESH_SHUTDOWN_GRACE", default_value = "10", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
+
+    /// Telemetry ingest settings.
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+}
+
+/// Settings of the telemetry ingest worker (part of `serve`, or alone as `ingest`).
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    /// Do not run the ingest worker in this process (run `gridmesh ingest` replicas instead).
+    #[arg(long, env = "GRIDMESH_NO_INGEST")]
+    pub no_ingest: bool,
+
+    /// MQTT client id of the ingest worker. Keep it stable per replica: the broker keeps the
+    /// unacknowledged telemetry of that id across restarts.
+    #[arg(long, env = "GRIDMESH_INGEST_CLIENT_ID", default_value = "gridmesh-ingest-1")]
+    pub ingest_client_id: String,
+
+    /// Shared-subscription group: replicas with the same group split the telemetry. Empty for a
+    /// plain subscription.
+    #[arg(long, env = "GRIDMESH_INGEST_GROUP", default_value = "gridmesh-ingest")]
+    pub ingest_group: String,
+
+    /// Most readings stored in one transaction.
+    #[arg(long, env = "GRIDMESH_INGEST_MAX_GROUP", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ingest_max_group: u32,
+
+    /// Milliseconds a batch may wait for others to share its transaction.
+    #[arg(long, env = "GRIDMESH_INGEST_MAX_WAIT_MS", default_value_t = 25, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub ingest_max_wait_ms: u32,
+
+    /// Days of raw telemetry to keep (15-minute energy is kept for good); 0 keeps everything.
+    #[arg(long, env = "GRIDMESH_RAW_RETENTION_DAYS", default_value_t = 400)]
+    pub raw_retention_days: u32,
+
+    /// File with the server's ed25519 signing key (64 hex digits); created, readable only by
+    /// its owner, when missing. Agents verify commit acknowledgements and setpoints with it.
+    #[arg(long, env = "GRIDMESH_SERVER_KEY_FILE", default_value = ".gridmesh/server.key")]
+    pub server_key_file: std::path::PathBuf,
 }
 
 /// `gridmesh user ...`

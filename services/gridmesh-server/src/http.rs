@@ -41,6 +41,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only the probes and metrics: what an ingest-only replica serves.
+pub fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
 /// One span per request (method, route, request id), a log line when it ends, request metrics,
 /// and the `x-request-id` header. The id is always ours, so one reference id means one request;
 /// a caller's own `x-request-id` is logged beside it (`client_request_id`) to follow a request

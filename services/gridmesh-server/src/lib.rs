@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod serve;

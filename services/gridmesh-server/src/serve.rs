@@ -12,6 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::broker::BrokerLink;
 use crate::config::{DbConfig, ServeConfig};
+use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
+use gridmesh_wire::PublicKey;
+use tokio::sync::watch;
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -22,18 +25,25 @@ pub struct AppState {
     pub broker: BrokerLink,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The server's public key, which agents use to verify what the server signs.
+    pub server_key: Option<PublicKey>,
 }
 
 impl AppState {
     /// State around an existing pool and broker link (tests build it this way).
     #[must_use]
     pub fn new(pool: Pool, broker: BrokerLink) -> Self {
-        Self {
-            pool,
-            broker,
-            metrics: crate::metrics::install(),
-        }
+        Self { pool, broker, metrics: crate::metrics::install(), server_key: None }
     }
+}
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The API, and ingest unless `--no-ingest`.
+    Serve,
+    /// Only ingest, with health and metrics endpoints.
+    Ingest,
 }
 
 /// Days of telemetry partitions kept ready ahead of today.
@@ -44,7 +54,10 @@ const PARTITION_DAYS_AHEAD: u16 = 7;
 pub struct Service {
     /// Shared state.
     pub state: AppState,
+    role: Role,
     jobs: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<anyhow::Result<()>>>,
+    stop: watch::Sender<bool>,
 }
 
 /// Connects to the database, retrying with backoff for `db_connect_timeout`.
@@ -99,16 +112,20 @@ async fn ensure_partitions(pool: &Pool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects, migrates, prepares partitions and starts the background jobs.
+/// Connects, migrates, prepares partitions and starts the background jobs: partition upkeep,
+/// and for [`Role::Ingest`] (or [`Role::Serve`] without `--no-ingest`) the ingest worker and its
+/// maintenance jobs.
 ///
 /// # Errors
-/// When the database is unreachable or a migration fails.
-pub async fn start(config: &ServeConfig) -> anyhow::Result<Service> {
+/// When the database is unreachable, a migration fails or the server key cannot be read.
+pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> {
     let pool = connect_db(&config.db).await?;
     migrate(&pool).await?;
     ensure_partitions(&pool).await?;
+    let server_key = crate::keys::load_or_create(&config.ingest.server_key_file)?;
     let broker = BrokerLink::spawn(&config.mqtt_url, &config.mqtt_client_id);
-    let state = AppState::new(pool, broker);
+    let mut state = AppState::new(pool, broker);
+    state.server_key = Some(server_key.public());
     let maintenance = {
         let pool = state.pool.clone();
         tokio::spawn(async move {
@@ -117,28 +134,47 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Service> {
             loop {
                 every.tick().await;
                 if let Err(e) = ensure_partitions(&pool).await {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "partition maintenance failed; retrying in an hour"
-                    );
+                    tracing::warn!(error = format!("{e:#}"), "partition maintenance failed; retrying in an hour");
                 }
             }
         })
     };
-    Ok(Service {
-        state,
-        jobs: vec![maintenance],
-    })
+    let (stop, stop_rx) = watch::channel(false);
+    let mut service = Service { state, role, jobs: vec![maintenance], workers: Vec::new(), stop };
+    if role == Role::Ingest || !config.ingest.no_ingest {
+        let args = &config.ingest;
+        let broker = BrokerAddr {
+            host: config.mqtt_url.host.clone(),
+            port: config.mqtt_url.port,
+            credentials: config
+                .mqtt_url
+                .username
+                .clone()
+                .map(|u| (u, config.mqtt_url.password().unwrap_or_default().to_owned())),
+        };
+        let mut ingest = IngestConfig::new(broker, args.ingest_client_id.clone(), server_key);
+        ingest.share_group = Some(args.ingest_group.clone()).filter(|g| !g.is_empty());
+        ingest.max_group_readings = args.ingest_max_group as usize;
+        ingest.max_wait = Duration::from_millis(u64::from(args.ingest_max_wait_ms));
+        let pool = service.state.pool.clone();
+        let mut rx = stop_rx.clone();
+        service.workers.push(tokio::spawn(gridmesh_ingest::worker::run(pool, ingest, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })));
+        let retention = gridmesh_ingest::maintenance::Retention {
+            raw_days: Some(args.raw_retention_days).filter(|d| *d > 0),
+        };
+        let pool = service.state.pool.clone();
+        service.jobs.push(tokio::spawn(gridmesh_ingest::maintenance::run(pool, retention, stop_rx)));
+    }
+    Ok(service)
 }
 
 impl Service {
     /// Wraps a state with no background jobs (tests).
     #[must_use]
     pub fn from_state(state: AppState) -> Self {
-        Self {
-            state,
-            jobs: Vec::new(),
-        }
+        Self { state, role: Role::Serve, jobs: Vec::new(), workers: Vec::new(), stop: watch::channel(false).0 }
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then lets in-flight requests
@@ -156,7 +192,10 @@ impl Service {
             .local_addr()
             .context("reading the listening address")?;
         tracing::info!(%addr, "gridmesh listening");
-        let app = crate::http::router(self.state.clone());
+        let app = match self.role {
+            Role::Serve => crate::http::router(self.state.clone()),
+            Role::Ingest => crate::http::health_router(self.state.clone()),
+        };
         let (fired, mut fired_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -172,6 +211,16 @@ impl Service {
         tokio::select! {
             result = server => result.context("HTTP server failed")?,
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; closing them"),
+        }
+        // Ingest finishes the transaction in progress; what it has not acknowledged, the
+        // broker delivers again after a restart.
+        let _ = self.stop.send(true);
+        for worker in self.workers {
+            match tokio::time::timeout(grace, worker).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = format!("{e:#}"), "a worker stopped with an error"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("a worker did not stop within the grace period"),
+            }
         }
         for job in &self.jobs {
             job.abort();

@@ -6,6 +6,7 @@ use axum::routing::{delete, get, post};
 
 use crate::AppState;
 
+mod readings;
 mod users;
 
 /// Routes under `/v1`.
@@ -16,4 +17,14 @@ pub fn router() -> Router<AppState> {
         .route("/users/{id}", get(users::get_one))
         .route("/users/{id}/tokens", post(users::issue_token))
         .route("/tokens/{id}", delete(users::revoke_token))
+        .route("/server-key", get(readings::server_key))
+        .route("/readings/latest", get(readings::latest_all))
+        .route("/ingest/gaps", get(readings::all_gaps))
+        .route("/sites/{id}/latest", get(readings::latest))
+        .route("/sites/{id}/readings", get(readings::history))
+        .route("/sites/{id}/energy", get(readings::energy))
+        .route("/sites/{id}/gaps", get(readings::site_gaps))
+        .route("/sites/{id}/flags", get(readings::flags))
+        .route("/sites/{id}/flags/resolve", post(readings::resolve))
+        .route("/sites/{id}/agents", post(readings::enrol))
 }
