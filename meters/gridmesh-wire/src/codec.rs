@@ -54,10 +54,7 @@ impl<'a> Reader<'a> {
     fn take<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
         let end = self.pos.checked_add(N).filter(|&e| e <= self.buf.len());
         let Some(end) = end else {
-            return Err(WireError::Truncated {
-                field,
-                offset: self.pos,
-            });
+            return Err(WireError::Truncated { field, offset: self.pos });
         };
         let mut out = [0_u8; N];
         out.copy_from_slice(&self.buf[self.pos..end]);
@@ -94,13 +91,9 @@ impl<'a> Reader<'a> {
         }
         let end = self.pos + len;
         if end > self.buf.len() {
-            return Err(WireError::Truncated {
-                field,
-                offset: self.pos,
-            });
+            return Err(WireError::Truncated { field, offset: self.pos });
         }
-        let text = std::str::from_utf8(&self.buf[self.pos..end])
-            .map_err(|_| WireError::BadUtf8 { field })?;
+        let text = std::str::from_utf8(&self.buf[self.pos..end]).map_err(|_| WireError::BadUtf8 { field })?;
         self.pos = end;
         Ok(text.to_owned())
     }
@@ -138,16 +131,9 @@ pub(crate) fn mask(
     known: u16,
     wide: bool,
 ) -> Result<u16, WireError> {
-    let bits = if wide {
-        r.u16(field)?
-    } else {
-        u16::from(r.u8(field)?)
-    };
+    let bits = if wide { r.u16(field)? } else { u16::from(r.u8(field)?) };
     if bits & !known != 0 {
-        return Err(WireError::UnknownBits {
-            field,
-            bits: bits & !known,
-        });
+        return Err(WireError::UnknownBits { field, bits: bits & !known });
     }
     Ok(bits)
 }

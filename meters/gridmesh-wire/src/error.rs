@@ -81,9 +81,7 @@ pub enum WireError {
         value: u8,
     },
     /// A millisecond timestamp outside 1970-01-01 to 2200-01-01.
-    #[error(
-        "{field} = {millis} ms since 1970 is outside the supported range (1970-01-01 to 2200-01-01)"
-    )]
+    #[error("{field} = {millis} ms since 1970 is outside the supported range (1970-01-01 to 2200-01-01)")]
     BadTimestamp {
         /// The field.
         field: &'static str,
@@ -102,9 +100,7 @@ pub enum WireError {
         max: usize,
     },
     /// The sequence range runs past 2^63 - 1, the largest sequence number storable.
-    #[error(
-        "sequence range starting at {first} with {count} readings runs past 9223372036854775807"
-    )]
+    #[error("sequence range starting at {first} with {count} readings runs past 9223372036854775807")]
     SequenceOverflow {
         /// First sequence number.
         first: u64,

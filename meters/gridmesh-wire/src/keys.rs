@@ -64,8 +64,7 @@ impl PublicKey {
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::BadPublicKey)?;
         let signature: [u8; 64] = signature.try_into().map_err(|_| KeyError::BadSignature)?;
-        key.verify_strict(message, &Signature::from_bytes(&signature))
-            .map_err(|_| KeyError::BadSignature)
+        key.verify_strict(message, &Signature::from_bytes(&signature)).map_err(|_| KeyError::BadSignature)
     }
 }
 
@@ -123,11 +122,7 @@ impl KeyPair {
 
 impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "KeyPair {{ public: {}, secret: <hidden> }}",
-            self.public()
-        )
+        write!(f, "KeyPair {{ public: {}, secret: <hidden> }}", self.public())
     }
 }
 
@@ -158,13 +153,7 @@ mod tests {
         let pair = KeyPair::generate().unwrap();
         let sig = pair.sign(b"hello");
         pair.public().verify(b"hello", &sig).unwrap();
-        assert_eq!(
-            pair.public().verify(b"hellO", &sig),
-            Err(KeyError::BadSignature)
-        );
-        assert_eq!(
-            pair.public().verify(b"hello", &sig[..63]),
-            Err(KeyError::BadSignature)
-        );
+        assert_eq!(pair.public().verify(b"hellO", &sig), Err(KeyError::BadSignature));
+        assert_eq!(pair.public().verify(b"hello", &sig[..63]), Err(KeyError::BadSignature));
     }
 }

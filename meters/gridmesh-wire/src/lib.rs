@@ -19,9 +19,8 @@ pub mod topics;
 pub use error::WireError;
 pub use keys::{KeyError, KeyPair, PublicKey};
 pub use message::{
-    AGENT_VERSION_MAX_BYTES, Ack, AgentState, AgentStatus, MAX_READINGS_PER_BATCH, MAX_SEQ,
-    Message, MessageKind, REASON_MAX_BYTES, SetpointOutcome, SetpointResult, TelemetryBatch,
-    TelemetryCommitted,
+    AGENT_VERSION_MAX_BYTES, Ack, AgentState, AgentStatus, MAX_READINGS_PER_BATCH, MAX_SEQ, Message,
+    MessageKind, REASON_MAX_BYTES, SetpointOutcome, SetpointResult, TelemetryBatch, TelemetryCommitted,
 };
 
 /// The protocol version this build writes and the only one it reads.
@@ -85,26 +84,17 @@ pub fn encode(message: &Message, key: &KeyPair) -> Result<Vec<u8>, WireError> {
 /// kind, bad signature, or a body that is not the canonical encoding of a valid message.
 pub fn decode(bytes: &[u8]) -> Result<Signed, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
-        return Err(WireError::Oversized {
-            len: bytes.len(),
-            max: MAX_MESSAGE_BYTES,
-        });
+        return Err(WireError::Oversized { len: bytes.len(), max: MAX_MESSAGE_BYTES });
     }
     if bytes.len() < HEADER_BYTES + SIGNATURE_BYTES {
-        return Err(WireError::TooShort {
-            len: bytes.len(),
-            min: HEADER_BYTES + SIGNATURE_BYTES,
-        });
+        return Err(WireError::TooShort { len: bytes.len(), min: HEADER_BYTES + SIGNATURE_BYTES });
     }
     let magic = [bytes[0], bytes[1]];
     if magic != MAGIC {
         return Err(WireError::BadMagic(magic));
     }
     if bytes[2] != PROTOCOL_VERSION {
-        return Err(WireError::UnsupportedVersion {
-            got: bytes[2],
-            supported: PROTOCOL_VERSION,
-        });
+        return Err(WireError::UnsupportedVersion { got: bytes[2], supported: PROTOCOL_VERSION });
     }
     let kind = MessageKind::try_from(bytes[3])?;
     let mut signer = [0_u8; 32];

@@ -1,8 +1,7 @@
 //! The four messages and their canonical body encodings.
 
 use gridmesh_core::{
-    AgentId, CommandId, Reading, Setpoint, SetpointError, SiteId, StateOfCharge, Timestamp,
-    WattHours, Watts,
+    AgentId, CommandId, Reading, Setpoint, SetpointError, SiteId, StateOfCharge, Timestamp, WattHours, Watts,
 };
 
 use crate::WireError;
@@ -84,10 +83,7 @@ impl TelemetryBatch {
     /// Each reading with its sequence number.
     pub fn sequenced(&self) -> impl Iterator<Item = (u64, &Reading)> {
         let first = self.first_seq;
-        self.readings
-            .iter()
-            .enumerate()
-            .map(move |(i, r)| (first.saturating_add(i as u64), r))
+        self.readings.iter().enumerate().map(move |(i, r)| (first.saturating_add(i as u64), r))
     }
 }
 
@@ -221,11 +217,7 @@ impl Message {
     pub fn validate(&self) -> Result<(), WireError> {
         let text = |field, value: &str, max| {
             if value.len() > max {
-                Err(WireError::TextTooLong {
-                    field,
-                    len: value.len(),
-                    max,
-                })
+                Err(WireError::TextTooLong { field, len: value.len(), max })
             } else {
                 Ok(())
             }
@@ -237,21 +229,14 @@ impl Message {
                     return Err(WireError::EmptyBatch);
                 }
                 if count > MAX_READINGS_PER_BATCH {
-                    return Err(WireError::TooManyReadings {
-                        count,
-                        max: MAX_READINGS_PER_BATCH,
-                    });
+                    return Err(WireError::TooManyReadings { count, max: MAX_READINGS_PER_BATCH });
                 }
                 if !seq_range_ok(b.first_seq, count) {
-                    return Err(WireError::SequenceOverflow {
-                        first: b.first_seq,
-                        count,
-                    });
+                    return Err(WireError::SequenceOverflow { first: b.first_seq, count });
                 }
                 for (index, r) in b.readings.iter().enumerate() {
                     check_time("reading.at", r.at.timestamp_millis())?;
-                    r.validate()
-                        .map_err(|source| WireError::BadReading { index, source })?;
+                    r.validate().map_err(|source| WireError::BadReading { index, source })?;
                 }
                 Ok(())
             }
@@ -262,10 +247,7 @@ impl Message {
                 Ok(s.validate()?)
             }
             Message::Ack(Ack::TelemetryCommitted(c)) if c.last_seq < c.first_seq => {
-                Err(WireError::InvertedRange {
-                    first: c.first_seq,
-                    last: c.last_seq,
-                })
+                Err(WireError::InvertedRange { first: c.first_seq, last: c.last_seq })
             }
             Message::Ack(Ack::TelemetryCommitted(_)) => Ok(()),
             Message::Ack(Ack::Setpoint(r)) => {
@@ -274,11 +256,7 @@ impl Message {
             }
             Message::Status(s) => {
                 check_time("status.at", s.at.timestamp_millis())?;
-                text(
-                    "status.agent_version",
-                    &s.agent_version,
-                    AGENT_VERSION_MAX_BYTES,
-                )
+                text("status.agent_version", &s.agent_version, AGENT_VERSION_MAX_BYTES)
             }
         }
     }
@@ -302,10 +280,7 @@ impl Message {
                 w.time(s.valid_from);
                 w.time(s.valid_until);
                 w.u32(s.revert_after_secs);
-                write_targets(
-                    &mut w,
-                    [s.battery_power, s.pv_limit, s.import_limit, s.export_limit],
-                );
+                write_targets(&mut w, [s.battery_power, s.pv_limit, s.import_limit, s.export_limit]);
             }
             Message::Ack(Ack::TelemetryCommitted(c)) => {
                 w.u8(1);
@@ -320,10 +295,7 @@ impl Message {
                 w.id(r.site.as_bytes());
                 w.time(r.at);
                 w.u8(r.outcome as u8);
-                write_targets(
-                    &mut w,
-                    [r.battery_power, r.pv_limit, r.import_limit, r.export_limit],
-                );
+                write_targets(&mut w, [r.battery_power, r.pv_limit, r.import_limit, r.export_limit]);
                 w.text(&r.reason);
             }
             Message::Status(s) => {
@@ -351,10 +323,7 @@ impl Message {
                     1 => AgentState::Online,
                     2 => AgentState::Offline,
                     value => {
-                        return Err(WireError::UnknownVariant {
-                            field: "status.state",
-                            value,
-                        });
+                        return Err(WireError::UnknownVariant { field: "status.state", value });
                     }
                 },
                 agent_version: r.text("status.agent_version", AGENT_VERSION_MAX_BYTES)?,
@@ -370,13 +339,7 @@ const READING_FIELDS: u16 = 0x01ff;
 fn write_reading(w: &mut Writer, r: &Reading) {
     w.time(r.at);
     let watts = [r.grid_power, r.pv_power, r.battery_power];
-    let counters = [
-        r.grid_import,
-        r.grid_export,
-        r.pv_energy,
-        r.battery_charged,
-        r.battery_discharged,
-    ];
+    let counters = [r.grid_import, r.grid_export, r.pv_energy, r.battery_charged, r.battery_discharged];
     let mut bits = 0_u16;
     for (i, v) in watts.iter().enumerate() {
         bits |= u16::from(v.is_some()) << i;
@@ -398,11 +361,7 @@ fn read_reading(r: &mut Reader<'_>, index: usize) -> Result<Reading, WireError> 
     let bits = mask(r, "reading.fields", READING_FIELDS, true)?;
     let has = |bit: u16| bits & (1 << bit) != 0;
     let mut watts = |bit, field| -> Result<Option<Watts>, WireError> {
-        if has(bit) {
-            r.i64(field).map(|v| Some(Watts(v)))
-        } else {
-            Ok(None)
-        }
+        if has(bit) { r.i64(field).map(|v| Some(Watts(v))) } else { Ok(None) }
     };
     let grid_power = watts(0, "reading.grid_power")?;
     let pv_power = watts(1, "reading.pv_power")?;
@@ -414,11 +373,7 @@ fn read_reading(r: &mut Reader<'_>, index: usize) -> Result<Reading, WireError> 
         None
     };
     let mut wh = |bit, field| -> Result<Option<WattHours>, WireError> {
-        if has(bit) {
-            r.i64(field).map(|v| Some(WattHours(v)))
-        } else {
-            Ok(None)
-        }
+        if has(bit) { r.i64(field).map(|v| Some(WattHours(v))) } else { Ok(None) }
     };
     let reading = Reading {
         at,
@@ -432,9 +387,7 @@ fn read_reading(r: &mut Reader<'_>, index: usize) -> Result<Reading, WireError> 
         battery_charged: wh(7, "reading.battery_charged")?,
         battery_discharged: wh(8, "reading.battery_discharged")?,
     };
-    reading
-        .validate()
-        .map_err(|source| WireError::BadReading { index, source })?;
+    reading.validate().map_err(|source| WireError::BadReading { index, source })?;
     Ok(reading)
 }
 
@@ -447,33 +400,18 @@ fn read_batch(r: &mut Reader<'_>) -> Result<TelemetryBatch, WireError> {
         return Err(WireError::EmptyBatch);
     }
     if count > MAX_READINGS_PER_BATCH {
-        return Err(WireError::TooManyReadings {
-            count,
-            max: MAX_READINGS_PER_BATCH,
-        });
+        return Err(WireError::TooManyReadings { count, max: MAX_READINGS_PER_BATCH });
     }
     if !seq_range_ok(first_seq, count) {
-        return Err(WireError::SequenceOverflow {
-            first: first_seq,
-            count,
-        });
+        return Err(WireError::SequenceOverflow { first: first_seq, count });
     }
-    let readings = (0..count)
-        .map(|i| read_reading(r, i))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(TelemetryBatch {
-        agent,
-        site,
-        first_seq,
-        readings,
-    })
+    let readings = (0..count).map(|i| read_reading(r, i)).collect::<Result<Vec<_>, _>>()?;
+    Ok(TelemetryBatch { agent, site, first_seq, readings })
 }
 
 /// True when `count` readings from `first` stay within [`MAX_SEQ`].
 fn seq_range_ok(first: u64, count: usize) -> bool {
-    first
-        .checked_add(count as u64 - 1)
-        .is_some_and(|last| last <= MAX_SEQ)
+    first.checked_add(count as u64 - 1).is_some_and(|last| last <= MAX_SEQ)
 }
 
 fn write_targets(w: &mut Writer, targets: [Option<Watts>; 4]) {
@@ -503,8 +441,7 @@ fn read_setpoint(r: &mut Reader<'_>) -> Result<Setpoint, WireError> {
     let valid_from = r.time("setpoint.valid_from")?;
     let valid_until = r.time("setpoint.valid_until")?;
     let revert_after_secs = r.u32("setpoint.revert_after_secs")?;
-    let [battery_power, pv_limit, import_limit, export_limit] =
-        read_targets(r, "setpoint.targets")?;
+    let [battery_power, pv_limit, import_limit, export_limit] = read_targets(r, "setpoint.targets")?;
     let s = Setpoint {
         command,
         site,
@@ -517,8 +454,7 @@ fn read_setpoint(r: &mut Reader<'_>) -> Result<Setpoint, WireError> {
         import_limit,
         export_limit,
     };
-    s.validate()
-        .map_err(|e: SetpointError| WireError::BadSetpoint(e))?;
+    s.validate().map_err(|e: SetpointError| WireError::BadSetpoint(e))?;
     Ok(s)
 }
 
@@ -532,10 +468,7 @@ fn read_ack(r: &mut Reader<'_>) -> Result<Ack, WireError> {
                 last_seq: r.u64("ack.last_seq")?,
             };
             if c.last_seq < c.first_seq {
-                return Err(WireError::InvertedRange {
-                    first: c.first_seq,
-                    last: c.last_seq,
-                });
+                return Err(WireError::InvertedRange { first: c.first_seq, last: c.last_seq });
             }
             Ok(Ack::TelemetryCommitted(c))
         }
@@ -549,14 +482,10 @@ fn read_ack(r: &mut Reader<'_>) -> Result<Ack, WireError> {
                 3 => SetpointOutcome::Refused,
                 4 => SetpointOutcome::Expired,
                 value => {
-                    return Err(WireError::UnknownVariant {
-                        field: "ack.outcome",
-                        value,
-                    });
+                    return Err(WireError::UnknownVariant { field: "ack.outcome", value });
                 }
             };
-            let [battery_power, pv_limit, import_limit, export_limit] =
-                read_targets(r, "ack.applied")?;
+            let [battery_power, pv_limit, import_limit, export_limit] = read_targets(r, "ack.applied")?;
             let reason = r.text("ack.reason", REASON_MAX_BYTES)?;
             Ok(Ack::Setpoint(SetpointResult {
                 command,
@@ -570,9 +499,6 @@ fn read_ack(r: &mut Reader<'_>) -> Result<Ack, WireError> {
                 reason,
             }))
         }
-        value => Err(WireError::UnknownVariant {
-            field: "ack.type",
-            value,
-        }),
+        value => Err(WireError::UnknownVariant { field: "ack.type", value }),
     }
 }

@@ -131,17 +131,11 @@ pub fn parse(topic: &str) -> Result<(SiteId, Channel), TopicError> {
         .parse::<SiteId>()
         .ok()
         .filter(|s| s.to_string() == segment)
-        .ok_or_else(|| TopicError::BadSite {
-            topic: topic.to_owned(),
-            segment: segment.to_owned(),
-        })?;
+        .ok_or_else(|| TopicError::BadSite { topic: topic.to_owned(), segment: segment.to_owned() })?;
     let channel = Channel::ALL
         .into_iter()
         .find(|c| c.suffix() == suffix)
-        .ok_or_else(|| TopicError::UnknownChannel {
-            topic: topic.to_owned(),
-            suffix: suffix.to_owned(),
-        })?;
+        .ok_or_else(|| TopicError::UnknownChannel { topic: topic.to_owned(), suffix: suffix.to_owned() })?;
     Ok((site, channel))
 }
 
@@ -162,29 +156,17 @@ mod tests {
     #[test]
     fn subscriptions() {
         assert_eq!(ingest_subscription(None), "gridmesh/v1/sites/+/telemetry");
-        assert_eq!(
-            ingest_subscription(Some("ingest")),
-            "$share/ingest/gridmesh/v1/sites/+/telemetry"
-        );
+        assert_eq!(ingest_subscription(Some("ingest")), "$share/ingest/gridmesh/v1/sites/+/telemetry");
     }
 
     #[test]
     fn foreign_and_malformed_topics_are_refused() {
-        assert!(matches!(
-            parse("tele/tasmota/SENSOR"),
-            Err(TopicError::Foreign(_))
-        ));
-        assert!(matches!(
-            parse("gridmesh/v1/sites/xyz/telemetry"),
-            Err(TopicError::BadSite { .. })
-        ));
+        assert!(matches!(parse("tele/tasmota/SENSOR"), Err(TopicError::Foreign(_))));
+        assert!(matches!(parse("gridmesh/v1/sites/xyz/telemetry"), Err(TopicError::BadSite { .. })));
         let upper = "gridmesh/v1/sites/ABABABAB-ABAB-ABAB-ABAB-ABABABABABAB/telemetry";
         assert!(matches!(parse(upper), Err(TopicError::BadSite { .. })));
         let t = format!("{ROOT}/{}/bogus", SiteId::from_bytes([1; 16]));
         let err = parse(&t).unwrap_err();
-        assert!(
-            err.to_string().contains("unknown channel \"bogus\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unknown channel \"bogus\""), "{err}");
     }
 }

@@ -6,12 +6,10 @@
 #![allow(clippy::unwrap_used, reason = "test set-up")]
 
 use chrono::DateTime;
-use gridmesh_core::{
-    AgentId, CommandId, Reading, Setpoint, SiteId, StateOfCharge, WattHours, Watts,
-};
+use gridmesh_core::{AgentId, CommandId, Reading, Setpoint, SiteId, StateOfCharge, WattHours, Watts};
 use gridmesh_wire::{
-    Ack, AgentState, AgentStatus, KeyPair, Message, SetpointOutcome, SetpointResult,
-    TelemetryBatch, TelemetryCommitted, decode, encode,
+    Ack, AgentState, AgentStatus, KeyPair, Message, SetpointOutcome, SetpointResult, TelemetryBatch,
+    TelemetryCommitted, decode, encode,
 };
 
 const AGENT: [u8; 16] = [0x0a; 16];
@@ -46,11 +44,7 @@ fn examples() -> Vec<(&'static str, Message)> {
                         grid_export: Some(WattHours(765_432)),
                         ..Reading::default()
                     },
-                    Reading {
-                        at: at(NOON + 1_000),
-                        grid_power: Some(Watts(-2_310)),
-                        ..Reading::default()
-                    },
+                    Reading { at: at(NOON + 1_000), grid_power: Some(Watts(-2_310)), ..Reading::default() },
                 ],
             }),
         ),
@@ -127,10 +121,7 @@ fn the_protocol_document_shows_real_encodings() {
         assert_eq!(decode(&bytes).unwrap().message, message);
         let open = format!("<!-- example:{name} -->\n");
         let close = "<!-- /example -->";
-        let start = doc
-            .find(&open)
-            .unwrap_or_else(|| panic!("docs/protocol.md lacks {open}"))
-            + open.len();
+        let start = doc.find(&open).unwrap_or_else(|| panic!("docs/protocol.md lacks {open}")) + open.len();
         let end = start + doc[start..].find(close).unwrap();
         let want = format!("{} bytes:\n\n{}", bytes.len(), dump(&bytes));
         if doc[start..end] != want {

@@ -7,12 +7,10 @@
 )]
 
 use chrono::{DateTime, Utc};
-use gridmesh_core::{
-    AgentId, CommandId, Reading, Setpoint, SiteId, StateOfCharge, WattHours, Watts,
-};
+use gridmesh_core::{AgentId, CommandId, Reading, Setpoint, SiteId, StateOfCharge, WattHours, Watts};
 use gridmesh_wire::{
-    Ack, AgentState, AgentStatus, KeyPair, MAX_MESSAGE_BYTES, Message, SetpointOutcome,
-    SetpointResult, TelemetryBatch, TelemetryCommitted, WireError, decode, encode,
+    Ack, AgentState, AgentStatus, KeyPair, MAX_MESSAGE_BYTES, Message, SetpointOutcome, SetpointResult,
+    TelemetryBatch, TelemetryCommitted, WireError, decode, encode,
 };
 use proptest::prelude::*;
 
@@ -35,25 +33,21 @@ fn reading() -> impl Strategy<Value = Reading> {
         watts(),
         proptest::option::of((0_i64..i64::MAX).prop_map(Watts)),
         watts(),
-        proptest::option::of(
-            (0_u16..=10_000).prop_map(|bp| StateOfCharge::from_basis_points(bp).unwrap()),
-        ),
+        proptest::option::of((0_u16..=10_000).prop_map(|bp| StateOfCharge::from_basis_points(bp).unwrap())),
         (counter(), counter(), counter(), counter(), counter()),
     )
-        .prop_map(
-            |(at, grid_power, pv_power, battery_power, battery_soc, c)| Reading {
-                at,
-                grid_power,
-                pv_power,
-                battery_power,
-                battery_soc,
-                grid_import: c.0,
-                grid_export: c.1,
-                pv_energy: c.2,
-                battery_charged: c.3,
-                battery_discharged: c.4,
-            },
-        )
+        .prop_map(|(at, grid_power, pv_power, battery_power, battery_soc, c)| Reading {
+            at,
+            grid_power,
+            pv_power,
+            battery_power,
+            battery_soc,
+            grid_import: c.0,
+            grid_export: c.1,
+            pv_energy: c.2,
+            battery_charged: c.3,
+            battery_discharged: c.4,
+        })
 }
 
 fn id16() -> impl Strategy<Value = [u8; 16]> {
@@ -76,39 +70,30 @@ fn setpoint() -> impl Strategy<Value = Setpoint> {
         limit(),
         limit(),
     )
-        .prop_map(
-            |(c, s, from, len_ms, revert, battery, pv, imp, exp)| Setpoint {
-                command: CommandId::from_bytes(c),
-                site: SiteId::from_bytes(s),
-                issued_at: from,
-                valid_from: from,
-                valid_until: from + chrono::Duration::milliseconds(len_ms),
-                revert_after_secs: revert,
-                // At least one target, so the setpoint is valid.
-                battery_power: Some(Watts(battery.unwrap_or(0))),
-                pv_limit: pv,
-                import_limit: imp,
-                export_limit: exp,
-            },
-        )
+        .prop_map(|(c, s, from, len_ms, revert, battery, pv, imp, exp)| Setpoint {
+            command: CommandId::from_bytes(c),
+            site: SiteId::from_bytes(s),
+            issued_at: from,
+            valid_from: from,
+            valid_until: from + chrono::Duration::milliseconds(len_ms),
+            revert_after_secs: revert,
+            // At least one target, so the setpoint is valid.
+            battery_power: Some(Watts(battery.unwrap_or(0))),
+            pv_limit: pv,
+            import_limit: imp,
+            export_limit: exp,
+        })
 }
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (
-            id16(),
-            id16(),
-            0_u64..gridmesh_wire::MAX_SEQ - 100,
-            proptest::collection::vec(reading(), 1..20)
-        )
-            .prop_map(
-                |(a, s, first_seq, readings)| Message::Telemetry(TelemetryBatch {
-                    agent: AgentId::from_bytes(a),
-                    site: SiteId::from_bytes(s),
-                    first_seq,
-                    readings,
-                })
-            ),
+        (id16(), id16(), 0_u64..gridmesh_wire::MAX_SEQ - 100, proptest::collection::vec(reading(), 1..20))
+            .prop_map(|(a, s, first_seq, readings)| Message::Telemetry(TelemetryBatch {
+                agent: AgentId::from_bytes(a),
+                site: SiteId::from_bytes(s),
+                first_seq,
+                readings,
+            })),
         setpoint().prop_map(Message::Setpoint),
         (id16(), id16(), any::<u64>(), any::<u64>()).prop_map(|(a, s, x, y)| {
             Message::Ack(Ack::TelemetryCommitted(TelemetryCommitted {
@@ -118,45 +103,30 @@ fn message() -> impl Strategy<Value = Message> {
                 last_seq: x.max(y),
             }))
         }),
-        (
-            id16(),
-            id16(),
-            time(),
-            1_u8..=4,
-            watts(),
-            limit(),
-            limit(),
-            limit(),
-            "\\PC{0,40}"
-        )
-            .prop_map(|(c, s, at, o, b, pv, imp, exp, reason)| Message::Ack(
-                Ack::Setpoint(SetpointResult {
-                    command: CommandId::from_bytes(c),
-                    site: SiteId::from_bytes(s),
-                    at,
-                    outcome: [
-                        SetpointOutcome::Applied,
-                        SetpointOutcome::Clamped,
-                        SetpointOutcome::Refused,
-                        SetpointOutcome::Expired
-                    ][usize::from(o - 1)],
-                    battery_power: b,
-                    pv_limit: pv,
-                    import_limit: imp,
-                    export_limit: exp,
-                    reason,
-                })
-            )),
+        (id16(), id16(), time(), 1_u8..=4, watts(), limit(), limit(), limit(), "\\PC{0,40}").prop_map(
+            |(c, s, at, o, b, pv, imp, exp, reason)| Message::Ack(Ack::Setpoint(SetpointResult {
+                command: CommandId::from_bytes(c),
+                site: SiteId::from_bytes(s),
+                at,
+                outcome: [
+                    SetpointOutcome::Applied,
+                    SetpointOutcome::Clamped,
+                    SetpointOutcome::Refused,
+                    SetpointOutcome::Expired
+                ][usize::from(o - 1)],
+                battery_power: b,
+                pv_limit: pv,
+                import_limit: imp,
+                export_limit: exp,
+                reason,
+            }))
+        ),
         (id16(), id16(), time(), any::<bool>(), "[a-z0-9.+-]{0,30}").prop_map(
             |(a, s, at, online, agent_version)| Message::Status(AgentStatus {
                 agent: AgentId::from_bytes(a),
                 site: SiteId::from_bytes(s),
                 at,
-                state: if online {
-                    AgentState::Online
-                } else {
-                    AgentState::Offline
-                },
+                state: if online { AgentState::Online } else { AgentState::Offline },
                 agent_version,
             })
         ),
@@ -239,17 +209,8 @@ fn unknown_versions_kinds_and_oversized_messages_get_their_own_errors() {
     let mut v2 = bytes.clone();
     v2[2] = 2;
     let err = decode(&v2).unwrap_err();
-    assert_eq!(
-        err,
-        WireError::UnsupportedVersion {
-            got: 2,
-            supported: 1
-        }
-    );
-    assert_eq!(
-        err.to_string(),
-        "unsupported protocol version 2 (this build speaks version 1)"
-    );
+    assert_eq!(err, WireError::UnsupportedVersion { got: 2, supported: 1 });
+    assert_eq!(err.to_string(), "unsupported protocol version 2 (this build speaks version 1)");
 
     let mut kind = bytes.clone();
     kind[3] = 9;
@@ -262,18 +223,12 @@ fn unknown_versions_kinds_and_oversized_messages_get_their_own_errors() {
     let big = vec![0_u8; MAX_MESSAGE_BYTES + 1];
     assert!(matches!(decode(&big), Err(WireError::Oversized { .. })));
 
-    assert!(matches!(
-        decode(b"{\"json\":true}"),
-        Err(WireError::TooShort { .. })
-    ));
+    assert!(matches!(decode(b"{\"json\":true}"), Err(WireError::TooShort { .. })));
 
     let mut sig = bytes.clone();
     let last = sig.len() - 1;
     sig[last] ^= 1;
-    assert_eq!(
-        decode(&sig).unwrap_err().to_string(),
-        "signature does not verify against the signer's key"
-    );
+    assert_eq!(decode(&sig).unwrap_err().to_string(), "signature does not verify against the signer's key");
 }
 
 #[test]
@@ -292,19 +247,11 @@ fn invalid_messages_are_refused_at_encoding_with_the_same_error() {
         first_seq: u64::MAX,
         readings: vec![Reading::default(); 2],
     });
-    assert!(matches!(
-        encode(&overflow, &key),
-        Err(WireError::SequenceOverflow { .. })
-    ));
-    let Message::Status(mut status) = sample_status() else {
-        unreachable!()
-    };
+    assert!(matches!(encode(&overflow, &key), Err(WireError::SequenceOverflow { .. })));
+    let Message::Status(mut status) = sample_status() else { unreachable!() };
     status.agent_version = "x".repeat(65);
     let err = encode(&Message::Status(status), &key).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "status.agent_version is 65 bytes, more than the maximum of 64"
-    );
+    assert_eq!(err.to_string(), "status.agent_version is 65 bytes, more than the maximum of 64");
 }
 
 #[test]
@@ -315,13 +262,7 @@ fn sequence_numbers_and_times_stay_within_what_can_be_stored() {
             agent: AgentId::from_bytes([1; 16]),
             site: SiteId::from_bytes([2; 16]),
             first_seq,
-            readings: vec![
-                Reading {
-                    at,
-                    ..Reading::default()
-                };
-                2
-            ],
+            readings: vec![Reading { at, ..Reading::default() }; 2],
         })
     };
     let now = DateTime::from_timestamp_millis(1_795_521_600_000).unwrap();
@@ -332,10 +273,7 @@ fn sequence_numbers_and_times_stay_within_what_can_be_stored() {
     ));
     let year_2300 = DateTime::from_timestamp_millis(10_413_792_000_000).unwrap();
     let err = encode(&batch(0, year_2300), &key).unwrap_err();
-    assert!(
-        err.to_string().contains("outside the supported range"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("outside the supported range"), "{err}");
 
     // The same limits hold when decoding a message signed by a sender that skipped them.
     let mut bytes = encode(&batch(0, now), &key).unwrap();
@@ -344,10 +282,7 @@ fn sequence_numbers_and_times_stay_within_what_can_be_stored() {
     let len = bytes.len() - gridmesh_wire::SIGNATURE_BYTES;
     let signature = key.sign(&bytes[..len]);
     bytes[len..].copy_from_slice(&signature);
-    assert!(matches!(
-        decode(&bytes),
-        Err(WireError::SequenceOverflow { .. })
-    ));
+    assert!(matches!(decode(&bytes), Err(WireError::SequenceOverflow { .. })));
 }
 
 #[test]
@@ -359,8 +294,5 @@ fn a_batch_knows_its_sequence_range() {
         readings: vec![Reading::default(); 3],
     };
     assert_eq!(batch.last_seq(), 43);
-    assert_eq!(
-        batch.sequenced().map(|(s, _)| s).collect::<Vec<_>>(),
-        vec![41, 42, 43]
-    );
+    assert_eq!(batch.sequenced().map(|(s, _)| s).collect::<Vec<_>>(), vec![41, 42, 43]);
 }

@@ -77,11 +77,7 @@ impl ReadingFlags {
     /// The names of the flags set, in bit order.
     #[must_use]
     pub fn names(self) -> Vec<&'static str> {
-        Self::ALL
-            .iter()
-            .filter(|(f, _)| self.contains(*f))
-            .map(|(_, n)| *n)
-            .collect()
+        Self::ALL.iter().filter(|(f, _)| self.contains(*f)).map(|(_, n)| *n).collect()
     }
 }
 
@@ -124,10 +120,7 @@ mod tests {
         assert!(f.contains(ReadingFlags::PV_AT_NIGHT));
         assert!(!f.contains(ReadingFlags::CLOCK_PAST));
         assert_eq!(f.names(), vec!["over_rated", "pv_at_night"]);
-        assert_eq!(
-            serde_json::to_string(&f).unwrap(),
-            r#"["over_rated","pv_at_night"]"#
-        );
+        assert_eq!(serde_json::to_string(&f).unwrap(), r#"["over_rated","pv_at_night"]"#);
         assert_eq!(ReadingFlags::from_bits(f.bits()), f);
     }
 }

@@ -88,16 +88,13 @@ impl Period {
     /// Start of the period (inclusive).
     #[must_use]
     pub fn start(self) -> Timestamp {
-        DateTime::<Utc>::from_timestamp(self.0 * PERIOD_SECONDS, 0)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        DateTime::<Utc>::from_timestamp(self.0 * PERIOD_SECONDS, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// End of the period (exclusive), which is the start of the next one.
     #[must_use]
     pub fn end(self) -> Timestamp {
-        self.start()
-            .checked_add_signed(Duration::seconds(PERIOD_SECONDS))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        self.start().checked_add_signed(Duration::seconds(PERIOD_SECONDS)).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// True when `t` falls inside this period.
@@ -130,21 +127,14 @@ impl Period {
     /// [`PeriodError::EndBeforeStart`] when `to < from`.
     pub fn covering(from: Timestamp, to: Timestamp) -> Result<PeriodRange, PeriodError> {
         if to < from {
-            return Err(PeriodError::EndBeforeStart {
-                start: from,
-                end: to,
-            });
+            return Err(PeriodError::EndBeforeStart { start: from, end: to });
         }
         let first = Self::containing(from);
         let end = if to == from {
             first
         } else {
             // `to` is exclusive: a range ending on a boundary does not touch the next period.
-            Self::containing(
-                to.checked_sub_signed(Duration::nanoseconds(1))
-                    .unwrap_or(to),
-            )
-            .next()
+            Self::containing(to.checked_sub_signed(Duration::nanoseconds(1)).unwrap_or(to)).next()
         };
         Ok(PeriodRange { start: first, end })
     }
@@ -297,13 +287,9 @@ mod tests {
         let v: Vec<_> = r.collect();
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].start(), utc("2026-01-01T17:00:00Z"));
+        assert!(Period::covering(utc("2026-01-01T17:00:00Z"), utc("2026-01-01T16:00:00Z")).is_err());
         assert!(
-            Period::covering(utc("2026-01-01T17:00:00Z"), utc("2026-01-01T16:00:00Z")).is_err()
-        );
-        assert!(
-            Period::covering(utc("2026-01-01T17:00:00Z"), utc("2026-01-01T17:00:00Z"))
-                .unwrap()
-                .is_empty()
+            Period::covering(utc("2026-01-01T17:00:00Z"), utc("2026-01-01T17:00:00Z")).unwrap().is_empty()
         );
     }
 
@@ -311,22 +297,13 @@ mod tests {
     fn local_days_follow_daylight_saving() {
         let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
         // Spring forward in Berlin: 23 hours.
-        assert_eq!(
-            Period::local_day(day(2026, 3, 29), &Berlin).unwrap().len(),
-            92
-        );
+        assert_eq!(Period::local_day(day(2026, 3, 29), &Berlin).unwrap().len(), 92);
         // Fall back: 25 hours.
-        assert_eq!(
-            Period::local_day(day(2026, 10, 25), &Berlin).unwrap().len(),
-            100
-        );
+        assert_eq!(Period::local_day(day(2026, 10, 25), &Berlin).unwrap().len(), 100);
         let normal = Period::local_day(day(2026, 11, 24), &Berlin).unwrap();
         assert_eq!(normal.len(), 96);
         assert_eq!(normal.start.start(), utc("2026-11-23T23:00:00Z"));
-        assert_eq!(
-            Period::local_day(day(2026, 3, 8), &New_York).unwrap().len(),
-            92
-        );
+        assert_eq!(Period::local_day(day(2026, 3, 8), &New_York).unwrap().len(), 92);
         assert_eq!(Period::local_day(day(2026, 1, 1), &Utc).unwrap().len(), 96);
     }
 

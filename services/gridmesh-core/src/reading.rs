@@ -108,10 +108,7 @@ impl Reading {
             ("grid_export", self.grid_export.map(WattHours::get)),
             ("pv_energy", self.pv_energy.map(WattHours::get)),
             ("battery_charged", self.battery_charged.map(WattHours::get)),
-            (
-                "battery_discharged",
-                self.battery_discharged.map(WattHours::get),
-            ),
+            ("battery_discharged", self.battery_discharged.map(WattHours::get)),
         ];
         for (field, value) in checks {
             if let Some(value) = value
@@ -130,33 +127,18 @@ mod tests {
 
     #[test]
     fn state_of_charge_stays_within_100_percent() {
-        assert_eq!(
-            StateOfCharge::from_basis_points(5_050).unwrap().percent(),
-            50.5
-        );
+        assert_eq!(StateOfCharge::from_basis_points(5_050).unwrap().percent(), 50.5);
         assert!(StateOfCharge::from_basis_points(10_001).is_none());
         assert!(serde_json::from_str::<StateOfCharge>("10001").is_err());
-        assert_eq!(
-            serde_json::from_str::<StateOfCharge>("10000").unwrap(),
-            StateOfCharge::FULL
-        );
+        assert_eq!(serde_json::from_str::<StateOfCharge>("10000").unwrap(), StateOfCharge::FULL);
     }
 
     #[test]
     fn negative_counters_are_refused_but_standby_pv_is_not() {
-        let ok = Reading {
-            pv_power: Some(Watts(3_000)),
-            grid_power: Some(Watts(-2_000)),
-            ..Default::default()
-        };
+        let ok =
+            Reading { pv_power: Some(Watts(3_000)), grid_power: Some(Watts(-2_000)), ..Default::default() };
         ok.validate().unwrap();
-        let bad = Reading {
-            grid_export: Some(WattHours(-5)),
-            ..ok
-        };
-        assert_eq!(
-            bad.validate().unwrap_err().to_string(),
-            "grid_export must not be negative, got -5"
-        );
+        let bad = Reading { grid_export: Some(WattHours(-5)), ..ok };
+        assert_eq!(bad.validate().unwrap_err().to_string(), "grid_export must not be negative, got -5");
     }
 }

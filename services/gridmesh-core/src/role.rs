@@ -24,13 +24,8 @@ pub enum Role {
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 5] = [
-        Role::Homeowner,
-        Role::Prosumer,
-        Role::Utility,
-        Role::Regulator,
-        Role::Operator,
-    ];
+    pub const ALL: [Role; 5] =
+        [Role::Homeowner, Role::Prosumer, Role::Utility, Role::Regulator, Role::Operator];
 
     /// The lowercase name used in the database, the API and the CLI.
     #[must_use]
@@ -60,10 +55,7 @@ impl FromStr for Role {
     type Err = UnknownRole;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownRole(s.to_owned()))
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRole(s.to_owned()))
     }
 }
 

@@ -90,10 +90,7 @@ impl Setpoint {
     /// The first problem found.
     pub fn validate(&self) -> Result<(), SetpointError> {
         if self.valid_until <= self.valid_from {
-            return Err(SetpointError::EmptyWindow {
-                from: self.valid_from,
-                until: self.valid_until,
-            });
+            return Err(SetpointError::EmptyWindow { from: self.valid_from, until: self.valid_until });
         }
         let window = (self.valid_until - self.valid_from).num_seconds();
         if window > MAX_VALIDITY_SECONDS {
@@ -183,55 +180,21 @@ mod tests {
         s.validate().unwrap();
         assert!(s.is_active_at(t("2026-11-24T17:00:00Z")));
         assert!(!s.is_active_at(t("2026-11-24T17:15:00Z")));
-        assert_eq!(
-            s.reverts_at(t("2026-11-24T17:00:00Z")),
-            t("2026-11-24T17:05:00Z")
-        );
-        assert_eq!(
-            s.reverts_at(t("2026-11-24T17:14:00Z")),
-            t("2026-11-24T17:15:00Z")
-        );
+        assert_eq!(s.reverts_at(t("2026-11-24T17:00:00Z")), t("2026-11-24T17:05:00Z"));
+        assert_eq!(s.reverts_at(t("2026-11-24T17:14:00Z")), t("2026-11-24T17:15:00Z"));
     }
 
     #[test]
     fn bad_setpoints_are_refused() {
-        let s = Setpoint {
-            valid_until: t("2026-11-24T17:00:00Z"),
-            ..setpoint()
-        };
-        assert!(matches!(
-            s.validate(),
-            Err(SetpointError::EmptyWindow { .. })
-        ));
-        let s = Setpoint {
-            valid_until: t("2026-11-26T17:00:00Z"),
-            ..setpoint()
-        };
+        let s = Setpoint { valid_until: t("2026-11-24T17:00:00Z"), ..setpoint() };
+        assert!(matches!(s.validate(), Err(SetpointError::EmptyWindow { .. })));
+        let s = Setpoint { valid_until: t("2026-11-26T17:00:00Z"), ..setpoint() };
         assert!(matches!(s.validate(), Err(SetpointError::WindowTooLong(_))));
-        let s = Setpoint {
-            revert_after_secs: 0,
-            ..setpoint()
-        };
-        assert!(matches!(
-            s.validate(),
-            Err(SetpointError::BadRevertTimeout(0))
-        ));
-        let s = Setpoint {
-            export_limit: Some(Watts(-1)),
-            ..setpoint()
-        };
-        assert!(matches!(
-            s.validate(),
-            Err(SetpointError::NegativeLimit {
-                field: "export_limit",
-                ..
-            })
-        ));
-        let s = Setpoint {
-            battery_power: None,
-            export_limit: None,
-            ..setpoint()
-        };
+        let s = Setpoint { revert_after_secs: 0, ..setpoint() };
+        assert!(matches!(s.validate(), Err(SetpointError::BadRevertTimeout(0))));
+        let s = Setpoint { export_limit: Some(Watts(-1)), ..setpoint() };
+        assert!(matches!(s.validate(), Err(SetpointError::NegativeLimit { field: "export_limit", .. })));
+        let s = Setpoint { battery_power: None, export_limit: None, ..setpoint() };
         assert_eq!(s.validate(), Err(SetpointError::NoTarget));
     }
 

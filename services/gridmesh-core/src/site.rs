@@ -17,9 +17,7 @@ pub enum SiteError {
         value: i64,
     },
     /// A coordinate outside the globe.
-    #[error(
-        "location {lat},{lon} is not a valid WGS84 coordinate (latitude -90..90, longitude -180..180)"
-    )]
+    #[error("location {lat},{lon} is not a valid WGS84 coordinate (latitude -90..90, longitude -180..180)")]
     BadLocation {
         /// Latitude in degrees.
         lat: f64,
@@ -125,20 +123,14 @@ mod tests {
             owner: UserId::new_random(),
             feeder: GridNodeId::new_random(),
             name: "Maple St 12".into(),
-            location: Some(GeoPoint {
-                lat: 52.5,
-                lon: 13.4,
-            }),
+            location: Some(GeoPoint { lat: 52.5, lon: 13.4 }),
             rated_pv: Watts(8_000),
             battery: Some(BatterySpec {
                 capacity: WattHours(10_000),
                 max_charge: Watts(5_000),
                 max_discharge: Watts(5_000),
             }),
-            grid: GridConnection {
-                import_limit: Watts(17_000),
-                export_limit: Watts(7_000),
-            },
+            grid: GridConnection { import_limit: Watts(17_000), export_limit: Watts(7_000) },
         }
     }
 
@@ -150,19 +142,10 @@ mod tests {
     #[test]
     fn nonsense_is_refused_with_the_field_named() {
         let mut s = site();
-        s.battery = Some(BatterySpec {
-            capacity: WattHours(-1),
-            ..s.battery.unwrap()
-        });
-        assert_eq!(
-            s.validate().unwrap_err().to_string(),
-            "battery.capacity must not be negative, got -1"
-        );
+        s.battery = Some(BatterySpec { capacity: WattHours(-1), ..s.battery.unwrap() });
+        assert_eq!(s.validate().unwrap_err().to_string(), "battery.capacity must not be negative, got -1");
         let mut s = site();
-        s.location = Some(GeoPoint {
-            lat: 91.0,
-            lon: 0.0,
-        });
+        s.location = Some(GeoPoint { lat: 91.0, lon: 0.0 });
         assert!(matches!(s.validate(), Err(SiteError::BadLocation { .. })));
         let mut s = site();
         s.name.clear();

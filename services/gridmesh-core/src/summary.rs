@@ -75,11 +75,7 @@ impl PeriodSummary {
     /// The summary of a single reading.
     #[must_use]
     pub fn of(site: SiteId, seq: u64, r: &Reading, flags: ReadingFlags) -> Self {
-        let point = Point {
-            at: r.at,
-            seq,
-            counters: Counters::from(r),
-        };
+        let point = Point { at: r.at, seq, counters: Counters::from(r) };
         Self {
             site,
             period: Period::containing(r.at),
@@ -114,9 +110,7 @@ pub fn summarize<'a>(
     let mut map: std::collections::BTreeMap<(SiteId, Period), PeriodSummary> = Default::default();
     for (site, seq, r, flags) in readings {
         let s = PeriodSummary::of(site, seq, r, flags);
-        map.entry((site, s.period))
-            .and_modify(|acc| acc.merge(&s))
-            .or_insert(s);
+        map.entry((site, s.period)).and_modify(|acc| acc.merge(&s)).or_insert(s);
     }
     map.into_values().collect()
 }
@@ -128,32 +122,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn reading(at: Timestamp, import: i64) -> Reading {
-        Reading {
-            at,
-            grid_import: Some(WattHours(import)),
-            ..Reading::default()
-        }
+        Reading { at, grid_import: Some(WattHours(import)), ..Reading::default() }
     }
 
     #[test]
     fn first_and_last_points_span_the_period() {
         let site = SiteId::from_bytes([1; 16]);
         let t0: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
-        let rs: Vec<Reading> = (0..30)
-            .map(|i| reading(t0 + Duration::minutes(i), 100 + i))
-            .collect();
+        let rs: Vec<Reading> = (0..30).map(|i| reading(t0 + Duration::minutes(i), 100 + i)).collect();
         let flags = |i: usize| {
-            if i == 3 {
-                ReadingFlags::OVER_RATED
-            } else {
-                ReadingFlags::NONE
-            }
+            if i == 3 { ReadingFlags::OVER_RATED } else { ReadingFlags::NONE }
         };
-        let sums = summarize(
-            rs.iter()
-                .enumerate()
-                .map(|(i, r)| (site, i as u64, r, flags(i))),
-        );
+        let sums = summarize(rs.iter().enumerate().map(|(i, r)| (site, i as u64, r, flags(i))));
         assert_eq!(sums.len(), 2);
         assert_eq!(sums[0].readings, 15);
         assert_eq!(sums[0].flagged, 1);

@@ -118,16 +118,9 @@ impl Topology {
     ) -> Result<Self, TopologyError> {
         let mut by_id = BTreeMap::new();
         for node in nodes {
-            for (field, value) in [
-                ("import_limit", node.import_limit),
-                ("export_limit", node.export_limit),
-            ] {
+            for (field, value) in [("import_limit", node.import_limit), ("export_limit", node.export_limit)] {
                 if value.is_negative() {
-                    return Err(TopologyError::NegativeLimit {
-                        node: node.id,
-                        field,
-                        value,
-                    });
+                    return Err(TopologyError::NegativeLimit { node: node.id, field, value });
                 }
             }
             let id = node.id;
@@ -139,10 +132,7 @@ impl Topology {
         for node in by_id.values() {
             if let Some(parent) = node.parent {
                 if !by_id.contains_key(&parent) {
-                    return Err(TopologyError::UnknownParent {
-                        node: node.id,
-                        parent,
-                    });
+                    return Err(TopologyError::UnknownParent { node: node.id, parent });
                 }
                 children.entry(parent).or_default().push(node.id);
             }
@@ -179,12 +169,7 @@ impl Topology {
         for list in sites_on.values_mut() {
             list.sort_unstable();
         }
-        Ok(Self {
-            nodes: by_id,
-            children,
-            site_feeder,
-            sites_on,
-        })
+        Ok(Self { nodes: by_id, children, site_feeder, sites_on })
     }
 
     /// The node with this id.
@@ -242,9 +227,7 @@ impl Topology {
     /// The nodes from a site's feeder up to its root, feeder first; empty for an unknown site.
     #[must_use]
     pub fn site_path(&self, site: SiteId) -> Vec<GridNodeId> {
-        self.feeder_of(site)
-            .map(|f| self.path_to_root(f))
-            .unwrap_or_default()
+        self.feeder_of(site).map(|f| self.path_to_root(f)).unwrap_or_default()
     }
 
     /// Every node ordered so that a parent comes before its children (roots first, then by
@@ -305,43 +288,24 @@ mod tests {
     fn inconsistent_descriptions_are_refused() {
         let mut nodes = town();
         nodes[0].parent = Some(id(5));
-        assert!(matches!(
-            Topology::new(nodes, []),
-            Err(TopologyError::Cycle(_))
-        ));
+        assert!(matches!(Topology::new(nodes, []), Err(TopologyError::Cycle(_))));
 
         let mut nodes = town();
         nodes.push(node(6, GridNodeKind::Feeder, Some(77)));
-        assert!(matches!(
-            Topology::new(nodes, []),
-            Err(TopologyError::UnknownParent { .. })
-        ));
+        assert!(matches!(Topology::new(nodes, []), Err(TopologyError::UnknownParent { .. })));
 
         let mut nodes = town();
         nodes[1].export_limit = Watts(-1);
         let err = Topology::new(nodes, []).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("export_limit must not be negative"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("export_limit must not be negative"), "{err}");
 
         let mut nodes = town();
         nodes.push(node(2, GridNodeKind::Feeder, None));
-        assert!(matches!(
-            Topology::new(nodes, []),
-            Err(TopologyError::DuplicateNode(_))
-        ));
+        assert!(matches!(Topology::new(nodes, []), Err(TopologyError::DuplicateNode(_))));
 
         let site = SiteId::from_bytes([9; 16]);
-        assert!(matches!(
-            Topology::new(town(), [(site, id(42))]),
-            Err(TopologyError::UnknownFeeder { .. })
-        ));
-        assert!(matches!(
-            Topology::new(town(), [(site, id(1))]),
-            Err(TopologyError::NotAFeeder { .. })
-        ));
+        assert!(matches!(Topology::new(town(), [(site, id(42))]), Err(TopologyError::UnknownFeeder { .. })));
+        assert!(matches!(Topology::new(town(), [(site, id(1))]), Err(TopologyError::NotAFeeder { .. })));
         assert!(matches!(
             Topology::new(town(), [(site, id(2)), (site, id(3))]),
             Err(TopologyError::DuplicateSite(_))
@@ -351,9 +315,6 @@ mod tests {
     #[test]
     fn self_parent_is_a_cycle() {
         let nodes = vec![node(1, GridNodeKind::Feeder, Some(1))];
-        assert!(matches!(
-            Topology::new(nodes, []),
-            Err(TopologyError::Cycle(_))
-        ));
+        assert!(matches!(Topology::new(nodes, []), Err(TopologyError::Cycle(_))));
     }
 }

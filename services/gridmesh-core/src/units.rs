@@ -134,11 +134,8 @@ impl Watts {
     pub fn energy_over_seconds(self, seconds: u32) -> Option<WattHours> {
         let watt_seconds = i128::from(self.0) * i128::from(seconds);
         let half = 1_800_i128;
-        let rounded = if watt_seconds >= 0 {
-            (watt_seconds + half) / 3_600
-        } else {
-            (watt_seconds - half) / 3_600
-        };
+        let rounded =
+            if watt_seconds >= 0 { (watt_seconds + half) / 3_600 } else { (watt_seconds - half) / 3_600 };
         i64::try_from(rounded).ok().map(WattHours)
     }
 }
@@ -153,11 +150,7 @@ impl WattHours {
         }
         let watt_seconds = i128::from(self.0) * 3_600;
         let s = i128::from(seconds);
-        let rounded = if watt_seconds >= 0 {
-            (watt_seconds + s / 2) / s
-        } else {
-            (watt_seconds - s / 2) / s
-        };
+        let rounded = if watt_seconds >= 0 { (watt_seconds + s / 2) / s } else { (watt_seconds - s / 2) / s };
         i64::try_from(rounded).ok().map(Watts)
     }
 }
@@ -169,14 +162,8 @@ mod tests {
 
     #[test]
     fn a_quarter_hour_of_power_is_a_quarter_of_its_watt_hours() {
-        assert_eq!(
-            Watts(4_000).energy_over_seconds(900),
-            Some(WattHours(1_000))
-        );
-        assert_eq!(
-            Watts(-4_000).energy_over_seconds(900),
-            Some(WattHours(-1_000))
-        );
+        assert_eq!(Watts(4_000).energy_over_seconds(900), Some(WattHours(1_000)));
+        assert_eq!(Watts(-4_000).energy_over_seconds(900), Some(WattHours(-1_000)));
         // 2 W for 15 minutes is 0.5 Wh: rounds away from zero.
         assert_eq!(Watts(2).energy_over_seconds(900), Some(WattHours(1)));
         assert_eq!(Watts(-2).energy_over_seconds(900), Some(WattHours(-1)));
@@ -186,10 +173,7 @@ mod tests {
 
     #[test]
     fn average_power_inverts_energy() {
-        assert_eq!(
-            WattHours(1_000).average_power_over_seconds(900),
-            Some(Watts(4_000))
-        );
+        assert_eq!(WattHours(1_000).average_power_over_seconds(900), Some(Watts(4_000)));
         assert_eq!(WattHours(1).average_power_over_seconds(0), None);
     }
 

@@ -43,11 +43,7 @@ pub async fn create_agent(pool: &Pool, site: SiteId, name: &str) -> Result<Agent
 /// # Errors
 /// [`DbError::Constraint`] `agent_keys_unique_key` when the key is already enrolled (for this or
 /// another agent), `agent_keys_agent_id_fkey` for an unknown agent.
-pub async fn enroll_key(
-    pool: &Pool,
-    agent: AgentId,
-    public_key: [u8; 32],
-) -> Result<Uuid, DbError> {
+pub async fn enroll_key(pool: &Pool, agent: AgentId, public_key: [u8; 32]) -> Result<Uuid, DbError> {
     let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE agent_keys SET revoked_at = now(), revoked_reason = 'rotated'
@@ -88,10 +84,7 @@ pub async fn revoke_key(pool: &Pool, agent: AgentId, reason: &str) -> Result<boo
 ///
 /// # Errors
 /// Database errors.
-pub async fn find_active_key(
-    pool: &Pool,
-    public_key: &[u8; 32],
-) -> Result<Option<AgentKey>, DbError> {
+pub async fn find_active_key(pool: &Pool, public_key: &[u8; 32]) -> Result<Option<AgentKey>, DbError> {
     let row: Option<KeyRow> = sqlx::query_as(
         "SELECT k.id, k.agent_id, a.site_id, k.public_key, k.enrolled_at
          FROM agent_keys k JOIN agents a ON a.id = k.agent_id
@@ -101,16 +94,9 @@ pub async fn find_active_key(
     .fetch_optional(pool)
     .await?;
     row.map(|(id, agent, site, key, enrolled_at)| {
-        let public_key: [u8; 32] = key
-            .try_into()
-            .map_err(|_| DbError::Corrupt("agent_keys.public_key is not 32 bytes".into()))?;
-        Ok(AgentKey {
-            id,
-            agent: AgentId(agent),
-            site: SiteId(site),
-            public_key,
-            enrolled_at,
-        })
+        let public_key: [u8; 32] =
+            key.try_into().map_err(|_| DbError::Corrupt("agent_keys.public_key is not 32 bytes".into()))?;
+        Ok(AgentKey { id, agent: AgentId(agent), site: SiteId(site), public_key, enrolled_at })
     })
     .transpose()
 }

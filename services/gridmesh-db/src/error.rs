@@ -60,10 +60,7 @@ impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::Database(ref db) => match db.constraint() {
-                Some(c) => DbError::Constraint {
-                    constraint: c.to_owned(),
-                    message: db.message().to_owned(),
-                },
+                Some(c) => DbError::Constraint { constraint: c.to_owned(), message: db.message().to_owned() },
                 // 57P03 cannot_connect_now: the server is starting up or shutting down.
                 None if db.code().as_deref() == Some("57P03") => DbError::Unavailable(e),
                 None => DbError::Other(e),

@@ -1,6 +1,6 @@
 use gridmesh_core::{
-    BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, Site, SiteId,
-    Topology, UserId, WattHours, Watts,
+    BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, Site, SiteId, Topology,
+    UserId, WattHours, Watts,
 };
 use uuid::Uuid;
 
@@ -33,10 +33,7 @@ pub async fn insert_grid_node(pool: &Pool, node: &GridNode) -> Result<(), DbErro
 /// # Errors
 /// [`DbError::Invalid`] for a site that fails validation, [`DbError::Constraint`] otherwise.
 pub async fn insert_site(pool: &Pool, site: &Site) -> Result<(), DbError> {
-    site.validate().map_err(|e| DbError::Invalid {
-        field: "site",
-        reason: e.to_string(),
-    })?;
+    site.validate().map_err(|e| DbError::Invalid { field: "site", reason: e.to_string() })?;
     sqlx::query(
         "INSERT INTO sites (id, owner_id, feeder_id, name, latitude, longitude, rated_pv_w,
              battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
@@ -95,21 +92,12 @@ pub async fn get_site(pool: &Pool, id: SiteId) -> Result<Option<Site>, DbError> 
         owner: UserId(r.owner_id),
         feeder: GridNodeId(r.feeder_id),
         name: r.name,
-        location: r
-            .latitude
-            .zip(r.longitude)
-            .map(|(lat, lon)| GeoPoint { lat, lon }),
+        location: r.latitude.zip(r.longitude).map(|(lat, lon)| GeoPoint { lat, lon }),
         rated_pv: Watts(r.rated_pv_w),
-        battery: match (
-            r.battery_capacity_wh,
-            r.battery_max_charge_w,
-            r.battery_max_discharge_w,
-        ) {
-            (Some(c), Some(ch), Some(dis)) => Some(BatterySpec {
-                capacity: WattHours(c),
-                max_charge: Watts(ch),
-                max_discharge: Watts(dis),
-            }),
+        battery: match (r.battery_capacity_wh, r.battery_max_charge_w, r.battery_max_discharge_w) {
+            (Some(c), Some(ch), Some(dis)) => {
+                Some(BatterySpec { capacity: WattHours(c), max_charge: Watts(ch), max_discharge: Watts(dis) })
+            }
             _ => None,
         },
         grid: GridConnection {
@@ -127,14 +115,11 @@ pub async fn load_topology(pool: &Pool) -> Result<Topology, DbError> {
     // One snapshot for both queries, so a site added in between cannot point at a node we
     // did not read.
     let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let nodes: Vec<(Uuid, Option<Uuid>, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT id, parent_id, kind, name, import_limit_w, export_limit_w FROM grid_nodes",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let nodes: Vec<(Uuid, Option<Uuid>, String, String, i64, i64)> =
+        sqlx::query_as("SELECT id, parent_id, kind, name, import_limit_w, export_limit_w FROM grid_nodes")
+            .fetch_all(&mut *tx)
+            .await?;
     let nodes = nodes
         .into_iter()
         .map(|(id, parent, kind, name, imp, exp)| {
@@ -153,12 +138,7 @@ pub async fn load_topology(pool: &Pool) -> Result<Topology, DbError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let sites: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT id, feeder_id FROM sites")
-        .fetch_all(pool)
-        .await?;
-    Topology::new(
-        nodes,
-        sites.into_iter().map(|(s, f)| (SiteId(s), GridNodeId(f))),
-    )
-    .map_err(|e| DbError::Corrupt(e.to_string()))
+    let sites: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT id, feeder_id FROM sites").fetch_all(pool).await?;
+    Topology::new(nodes, sites.into_iter().map(|(s, f)| (SiteId(s), GridNodeId(f))))
+        .map_err(|e| DbError::Corrupt(e.to_string()))
 }

@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use gridmesh_core::{
-    AgentId, PeriodSummary, Reading, ReadingFlags, SiteId, WattHours, Watts, summarize,
-};
+use gridmesh_core::{AgentId, PeriodSummary, Reading, ReadingFlags, SiteId, WattHours, Watts, summarize};
 use uuid::Uuid;
 
 use crate::telemetry::{ensure_telemetry_partitions, storable_days};
@@ -80,11 +78,7 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     }
     let spans: Vec<(AgentId, i64, i64)> = seqs
         .iter()
-        .flat_map(|(agent, set)| {
-            spans_of(set)
-                .into_iter()
-                .map(move |(a, b)| (*agent, a as i64, b as i64))
-        })
+        .flat_map(|(agent, set)| spans_of(set).into_iter().map(move |(a, b)| (*agent, a as i64, b as i64)))
         .collect();
 
     let mut tx = pool.begin().await?;
@@ -107,10 +101,8 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     let (fresh, maybe_old): (Vec<&IngestRow<'_>>, Vec<&IngestRow<'_>>) =
         rows.iter().partition(|r| !overlapping.contains(&r.agent.0));
     insert_rows(&mut tx, &fresh, false).await?;
-    let stored_now: BTreeSet<(Uuid, i64)> = insert_rows(&mut tx, &maybe_old, true)
-        .await?
-        .into_iter()
-        .collect();
+    let stored_now: BTreeSet<(Uuid, i64)> =
+        insert_rows(&mut tx, &maybe_old, true).await?.into_iter().collect();
 
     // Of the rows just stored for overlapping agents, those whose sequence number was already
     // delivered are reuses.
@@ -143,10 +135,8 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
         .bind(ReadingFlags::SEQUENCE_REUSED.bits() as i32)
         .fetch_all(&mut *tx)
         .await?;
-        let periods: BTreeSet<(Uuid, DateTime<Utc>)> = touched
-            .into_iter()
-            .map(|(s, at)| (s, gridmesh_core::Period::containing(at).start()))
-            .collect();
+        let periods: BTreeSet<(Uuid, DateTime<Utc>)> =
+            touched.into_iter().map(|(s, at)| (s, gridmesh_core::Period::containing(at).start())).collect();
         sqlx::query(
             "UPDATE site_period_counters c SET flags = c.flags | $3
              FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(site_id, period_start)
@@ -162,9 +152,7 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     // The rows that are new, with their final flags.
     let new_rows: Vec<(SiteId, AgentId, u64, &Reading, ReadingFlags)> = rows
         .iter()
-        .filter(|r| {
-            !overlapping.contains(&r.agent.0) || stored_now.contains(&(r.agent.0, r.seq as i64))
-        })
+        .filter(|r| !overlapping.contains(&r.agent.0) || stored_now.contains(&(r.agent.0, r.seq as i64)))
         .map(|r| {
             let mut flags = r.flags;
             if reused.contains(&(r.agent.0, r.seq as i64)) {
@@ -187,11 +175,7 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     .execute(&mut *tx)
     .await?;
 
-    let summaries = summarize(
-        new_rows
-            .iter()
-            .map(|(site, _, seq, r, f)| (*site, *seq, *r, *f)),
-    );
+    let summaries = summarize(new_rows.iter().map(|(site, _, seq, r, f)| (*site, *seq, *r, *f)));
     upsert_periods(&mut tx, &summaries).await?;
     upsert_latest(&mut tx, &new_rows).await?;
     tx.commit().await?;
@@ -200,10 +184,7 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     Ok(CommitReport {
         inserted,
         duplicates: rows.len() as u64 - inserted,
-        reused: reused
-            .into_iter()
-            .map(|(a, s)| (AgentId(a), s as u64))
-            .collect(),
+        reused: reused.into_iter().map(|(a, s)| (AgentId(a), s as u64)).collect(),
     })
 }
 
@@ -251,16 +232,8 @@ async fn insert_rows(
         .bind(rows.iter().map(|r| r.agent.0).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.site.0).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.seq as i64).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.reading.at)
-                .collect::<Vec<DateTime<Utc>>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.flags.bits() as i32)
-                .collect::<Vec<_>>(),
-        )
+        .bind(rows.iter().map(|r| r.reading.at).collect::<Vec<DateTime<Utc>>>())
+        .bind(rows.iter().map(|r| r.flags.bits() as i32).collect::<Vec<_>>())
         .bind(col(rows, |r| r.grid_power, Watts::get))
         .bind(col(rows, |r| r.pv_power, Watts::get))
         .bind(col(rows, |r| r.battery_power, Watts::get))
@@ -283,10 +256,7 @@ fn counter(
 
 /// Merges period summaries with the rule of [`PeriodSummary::merge`]: counts add, flags OR,
 /// the earlier first point and the later last point win (by time, then sequence number).
-async fn upsert_periods(
-    tx: &mut sqlx::PgConnection,
-    sums: &[PeriodSummary],
-) -> Result<(), DbError> {
+async fn upsert_periods(tx: &mut sqlx::PgConnection, sums: &[PeriodSummary]) -> Result<(), DbError> {
     if sums.is_empty() {
         return Ok(());
     }
@@ -338,11 +308,7 @@ async fn upsert_periods(
     .bind(sums.iter().map(|s| s.last.at).collect::<Vec<_>>())
     .bind(sums.iter().map(|s| s.last.seq as i64).collect::<Vec<_>>());
     for g in getters {
-        q = q.bind(
-            sums.iter()
-                .map(|s| counter(&s.first, g))
-                .collect::<Vec<_>>(),
-        );
+        q = q.bind(sums.iter().map(|s| counter(&s.first, g)).collect::<Vec<_>>());
     }
     for g in getters {
         q = q.bind(sums.iter().map(|s| counter(&s.last, g)).collect::<Vec<_>>());
@@ -356,12 +322,9 @@ async fn upsert_latest(
     tx: &mut sqlx::PgConnection,
     rows: &[(SiteId, AgentId, u64, &Reading, ReadingFlags)],
 ) -> Result<(), DbError> {
-    let mut newest: BTreeMap<SiteId, &(SiteId, AgentId, u64, &Reading, ReadingFlags)> =
-        BTreeMap::new();
+    let mut newest: BTreeMap<SiteId, &(SiteId, AgentId, u64, &Reading, ReadingFlags)> = BTreeMap::new();
     for row in rows {
-        let better = newest
-            .get(&row.0)
-            .is_none_or(|cur| (row.3.at, row.2) > (cur.3.at, cur.2));
+        let better = newest.get(&row.0).is_none_or(|cur| (row.3.at, row.2) > (cur.3.at, cur.2));
         if better {
             newest.insert(row.0, row);
         }
@@ -369,8 +332,7 @@ async fn upsert_latest(
     if newest.is_empty() {
         return Ok(());
     }
-    let picked: Vec<&(SiteId, AgentId, u64, &Reading, ReadingFlags)> =
-        newest.into_values().collect();
+    let picked: Vec<&(SiteId, AgentId, u64, &Reading, ReadingFlags)> = newest.into_values().collect();
     let opt = |f: fn(&Reading) -> Option<i64>| picked.iter().map(|r| f(r.3)).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO site_latest AS l (site_id, agent_id, seq, measured_at, received_at, flags,
@@ -399,12 +361,7 @@ async fn upsert_latest(
     .bind(opt(|r| r.grid_power.map(Watts::get)))
     .bind(opt(|r| r.pv_power.map(Watts::get)))
     .bind(opt(|r| r.battery_power.map(Watts::get)))
-    .bind(
-        picked
-            .iter()
-            .map(|r| r.3.battery_soc.map(|s| s.basis_points() as i16))
-            .collect::<Vec<_>>(),
-    )
+    .bind(picked.iter().map(|r| r.3.battery_soc.map(|s| s.basis_points() as i16)).collect::<Vec<_>>())
     .bind(opt(|r| r.grid_import.map(WattHours::get)))
     .bind(opt(|r| r.grid_export.map(WattHours::get)))
     .bind(opt(|r| r.pv_energy.map(WattHours::get)))

@@ -12,6 +12,7 @@ mod error;
 mod grid;
 mod ingest;
 mod pool;
+mod provision;
 mod readings;
 mod telemetry;
 mod users;
@@ -21,14 +22,14 @@ pub use error::DbError;
 pub use grid::{get_site, insert_grid_node, insert_site, load_topology};
 pub use ingest::{CommitReport, IngestRow, commit_ingest};
 pub use pool::{ConnectOptions, MIGRATOR, connect, connect_with_retry, migrate};
+pub use provision::{ensure_agent, ensure_grid_node, ensure_site, ensure_user};
 pub use readings::{
-    Gap, LatestFilter, PeriodEnergy, drop_telemetry_before, flag_period, flagged_readings, gaps,
-    get_sites, latest_readings, missing_total, period_pv, resolve_flags, site_energy,
-    site_readings,
+    Gap, LatestFilter, PeriodEnergy, drop_telemetry_before, flag_period, flagged_readings, gaps, get_sites,
+    latest_readings, missing_total, period_pv, resolve_flags, site_energy, site_readings,
 };
 pub use telemetry::{
-    StoredReading, TELEMETRY_DAYS_AHEAD, TELEMETRY_DAYS_BACK, count_telemetry,
-    ensure_telemetry_partitions, insert_telemetry, latest_reading,
+    StoredReading, TELEMETRY_DAYS_AHEAD, TELEMETRY_DAYS_BACK, count_telemetry, ensure_telemetry_partitions,
+    insert_telemetry, latest_reading,
 };
 pub use users::{
     ApiToken, Caller, NewUser, User, UserFilter, authenticate, create_user, get_user, hash_token,

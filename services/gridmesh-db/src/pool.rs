@@ -19,10 +19,7 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self {
-            max_connections: 16,
-            acquire_timeout: Duration::from_secs(5),
-        }
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -33,16 +30,12 @@ impl Default for ConnectOptions {
 /// [`DbError::Invalid`] for a malformed URL, [`DbError::Unavailable`] when the server cannot be
 /// reached within the acquire timeout, or the server's own error.
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Pool, DbError> {
-    let connect: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| DbError::Invalid {
-        field: "database URL",
-        reason: e.to_string(),
-    })?;
-    let probe = tokio::time::timeout(
-        options.acquire_timeout,
-        PgConnection::connect_with(&connect),
-    )
-    .await
-    .map_err(|_| DbError::Unavailable(sqlx::Error::PoolTimedOut))??;
+    let connect: PgConnectOptions = url
+        .parse()
+        .map_err(|e: sqlx::Error| DbError::Invalid { field: "database URL", reason: e.to_string() })?;
+    let probe = tokio::time::timeout(options.acquire_timeout, PgConnection::connect_with(&connect))
+        .await
+        .map_err(|_| DbError::Unavailable(sqlx::Error::PoolTimedOut))??;
     // Closing is best effort; the connection is dropped either way.
     let _ = probe.close().await;
     Ok(PgPoolOptions::new()

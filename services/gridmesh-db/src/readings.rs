@@ -52,9 +52,7 @@ pub async fn latest_readings(
     .into_iter()
     .map(|r| (r.site_id, r.row))
     .collect();
-    rows.into_iter()
-        .map(|(s, r)| Ok((SiteId(s), StoredReading::try_from(r)?)))
-        .collect()
+    rows.into_iter().map(|(s, r)| Ok((SiteId(s), StoredReading::try_from(r)?))).collect()
 }
 
 #[derive(sqlx::FromRow)]
@@ -159,24 +157,21 @@ pub async fn site_energy(
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(
-            |(start, readings, flagged, flags, resolved, complete, imp, exp, pv, bin, bout)| {
-                Ok(PeriodEnergy {
-                    period: Period::starting_at(start)
-                        .map_err(|e| DbError::Corrupt(e.to_string()))?,
-                    readings,
-                    flagged,
-                    flags: ReadingFlags::from_bits(flags as u32),
-                    resolved: resolved.is_some(),
-                    complete,
-                    imported: imp.map(WattHours),
-                    exported: exp.map(WattHours),
-                    pv: pv.map(WattHours),
-                    battery_in: bin.map(WattHours),
-                    battery_out: bout.map(WattHours),
-                })
-            },
-        )
+        .map(|(start, readings, flagged, flags, resolved, complete, imp, exp, pv, bin, bout)| {
+            Ok(PeriodEnergy {
+                period: Period::starting_at(start).map_err(|e| DbError::Corrupt(e.to_string()))?,
+                readings,
+                flagged,
+                flags: ReadingFlags::from_bits(flags as u32),
+                resolved: resolved.is_some(),
+                complete,
+                imported: imp.map(WattHours),
+                exported: exp.map(WattHours),
+                pv: pv.map(WattHours),
+                battery_in: bin.map(WattHours),
+                battery_out: bout.map(WattHours),
+            })
+        })
         .collect()
 }
 
@@ -299,10 +294,7 @@ pub async fn period_pv(
     .bind(period.start())
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(f, s, r, pv)| (GridNodeId(f), SiteId(s), Watts(r), WattHours(pv)))
-        .collect())
+    Ok(rows.into_iter().map(|(f, s, r, pv)| (GridNodeId(f), SiteId(s), Watts(r), WattHours(pv))).collect())
 }
 
 /// Adds `flag` to the given sites' summaries of `period` (and to their readings in it).
@@ -348,12 +340,10 @@ pub async fn flag_period(
 /// # Errors
 /// Database errors.
 pub async fn drop_telemetry_before(pool: &Pool, before: chrono::NaiveDate) -> Result<i32, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT gridmesh_drop_telemetry_partitions_before($1)")
-            .bind(before)
-            .fetch_one(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT gridmesh_drop_telemetry_partitions_before($1)")
+        .bind(before)
+        .fetch_one(pool)
+        .await?)
 }
 
 /// Sites by id (any that exist), for ingest's profile cache.

@@ -74,9 +74,7 @@ pub async fn insert_telemetry(
 ) -> Result<u64, DbError> {
     let days = storable_days(readings, Utc::now())?;
     match insert_rows(pool, agent, site, readings).await {
-        Err(DbError::Other(sqlx::Error::Database(e)))
-            if e.message().starts_with("no partition") =>
-        {
+        Err(DbError::Other(sqlx::Error::Database(e))) if e.message().starts_with("no partition") => {
             for day in days {
                 ensure_telemetry_partitions(pool, day, 1).await?;
             }
@@ -145,11 +143,7 @@ async fn insert_rows(
     .bind(opt(readings, |r| r.grid_power, Watts::get))
     .bind(opt(readings, |r| r.pv_power, Watts::get))
     .bind(opt(readings, |r| r.battery_power, Watts::get))
-    .bind(opt(
-        readings,
-        |r| r.battery_soc,
-        |s| s.basis_points() as i16,
-    ))
+    .bind(opt(readings, |r| r.battery_soc, |s| s.basis_points() as i16))
     .bind(opt(readings, |r| r.grid_import, WattHours::get))
     .bind(opt(readings, |r| r.grid_export, WattHours::get))
     .bind(opt(readings, |r| r.pv_energy, WattHours::get))
@@ -193,8 +187,7 @@ impl TryFrom<TelemetryRow> for StoredReading {
             .transpose()?;
         Ok(StoredReading {
             agent: AgentId(r.agent_id),
-            seq: u64::try_from(r.seq)
-                .map_err(|_| DbError::Corrupt(format!("telemetry.seq {}", r.seq)))?,
+            seq: u64::try_from(r.seq).map_err(|_| DbError::Corrupt(format!("telemetry.seq {}", r.seq)))?,
             received_at: r.received_at,
             flags: r.flags,
             reading: Reading {
@@ -235,10 +228,8 @@ pub async fn latest_reading(pool: &Pool, site: SiteId) -> Result<Option<StoredRe
 /// # Errors
 /// Database errors.
 pub async fn count_telemetry(pool: &Pool, agent: AgentId) -> Result<i64, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE agent_id = $1")
-            .bind(agent.0)
-            .fetch_one(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE agent_id = $1")
+        .bind(agent.0)
+        .fetch_one(pool)
+        .await?)
 }

@@ -94,10 +94,7 @@ impl TryFrom<UserRow> for User {
             id: UserId(r.id),
             name: r.name,
             email: r.email,
-            role: r
-                .role
-                .parse()
-                .map_err(|e| DbError::Corrupt(format!("users.role: {e}")))?,
+            role: r.role.parse().map_err(|e| DbError::Corrupt(format!("users.role: {e}")))?,
             created_at: r.created_at,
             disabled_at: r.disabled_at,
         })
@@ -128,12 +125,11 @@ pub async fn create_user(pool: &Pool, new: &NewUser) -> Result<User, DbError> {
 /// # Errors
 /// Database errors only; an unknown id is `Ok(None)`.
 pub async fn get_user(pool: &Pool, id: UserId) -> Result<Option<User>, DbError> {
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT id, name, email, role, created_at, disabled_at FROM users WHERE id = $1",
-    )
-    .bind(id.0)
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<UserRow> =
+        sqlx::query_as("SELECT id, name, email, role, created_at, disabled_at FROM users WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await?;
     row.map(User::try_from).transpose()
 }
 
@@ -173,10 +169,8 @@ pub async fn issue_token(
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<(ApiToken, String), DbError> {
     let mut secret = [0_u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| DbError::Invalid {
-        field: "token",
-        reason: format!("no randomness: {e}"),
-    })?;
+    getrandom::fill(&mut secret)
+        .map_err(|e| DbError::Invalid { field: "token", reason: format!("no randomness: {e}") })?;
     let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
     let (id, created_at): (Uuid, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO api_tokens (id, user_id, label, token_hash, expires_at)
@@ -189,13 +183,7 @@ pub async fn issue_token(
     .bind(expires_at)
     .fetch_one(pool)
     .await?;
-    let meta = ApiToken {
-        id,
-        user_id,
-        label: label.to_owned(),
-        created_at,
-        expires_at,
-    };
+    let meta = ApiToken { id, user_id, label: label.to_owned(), created_at, expires_at };
     Ok((meta, token))
 }
 
@@ -204,12 +192,10 @@ pub async fn issue_token(
 /// # Errors
 /// Database errors.
 pub async fn revoke_token(pool: &Pool, token_id: Uuid) -> Result<bool, DbError> {
-    let done = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-    )
-    .bind(token_id)
-    .execute(pool)
-    .await?;
+    let done = sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+        .bind(token_id)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -245,9 +231,7 @@ pub async fn authenticate(pool: &Pool, token: &str) -> Result<Option<Caller>, Db
         Ok(Caller {
             user_id: UserId(user),
             name,
-            role: role
-                .parse()
-                .map_err(|e| DbError::Corrupt(format!("users.role: {e}")))?,
+            role: role.parse().map_err(|e| DbError::Corrupt(format!("users.role: {e}")))?,
             token_id,
         })
     })

@@ -8,18 +8,15 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use gridmesh_core::{
-    AgentId, BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, Reading,
-    Role, Site, SiteId, StateOfCharge, WattHours, Watts,
+    AgentId, BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, Reading, Role, Site,
+    SiteId, StateOfCharge, WattHours, Watts,
 };
 use gridmesh_db::{DbError, NewUser, Pool, UserFilter};
 
 /// A recent time on a whole hour (yesterday, 10:00 UTC): inside the storable window whenever
 /// the tests run.
 fn base() -> DateTime<Utc> {
-    (Utc::now().date_naive() - chrono::Days::new(1))
-        .and_hms_opt(10, 0, 0)
-        .unwrap()
-        .and_utc()
+    (Utc::now().date_naive() - chrono::Days::new(1)).and_hms_opt(10, 0, 0).unwrap().and_utc()
 }
 
 fn node(kind: GridNodeKind, parent: Option<GridNodeId>) -> GridNode {
@@ -43,53 +40,32 @@ struct Fixture {
 async fn fixture(pool: &Pool) -> Fixture {
     let owner = gridmesh_db::create_user(
         pool,
-        &NewUser {
-            name: "Ada".into(),
-            email: Some("ada@example.org".into()),
-            role: Role::Homeowner,
-        },
+        &NewUser { name: "Ada".into(), email: Some("ada@example.org".into()), role: Role::Homeowner },
     )
     .await
     .unwrap();
     let transformer = node(GridNodeKind::Transformer, None);
     let feeder = node(GridNodeKind::Feeder, Some(transformer.id));
-    gridmesh_db::insert_grid_node(pool, &transformer)
-        .await
-        .unwrap();
+    gridmesh_db::insert_grid_node(pool, &transformer).await.unwrap();
     gridmesh_db::insert_grid_node(pool, &feeder).await.unwrap();
     let site = Site {
         id: SiteId::new_random(),
         owner: owner.id,
         feeder: feeder.id,
         name: "Maple St 12".into(),
-        location: Some(GeoPoint {
-            lat: 52.52,
-            lon: 13.40,
-        }),
+        location: Some(GeoPoint { lat: 52.52, lon: 13.40 }),
         rated_pv: Watts(8_000),
         battery: Some(BatterySpec {
             capacity: WattHours(10_000),
             max_charge: Watts(5_000),
             max_discharge: Watts(5_000),
         }),
-        grid: GridConnection {
-            import_limit: Watts(17_000),
-            export_limit: Watts(7_000),
-        },
+        grid: GridConnection { import_limit: Watts(17_000), export_limit: Watts(7_000) },
     };
     gridmesh_db::insert_site(pool, &site).await.unwrap();
-    let agent = gridmesh_db::create_agent(pool, site.id, "garage pi")
-        .await
-        .unwrap();
-    gridmesh_db::ensure_telemetry_partitions(pool, base().date_naive(), 1)
-        .await
-        .unwrap();
-    Fixture {
-        transformer: transformer.id,
-        feeder: feeder.id,
-        site,
-        agent,
-    }
+    let agent = gridmesh_db::create_agent(pool, site.id, "garage pi").await.unwrap();
+    gridmesh_db::ensure_telemetry_partitions(pool, base().date_naive(), 1).await.unwrap();
+    Fixture { transformer: transformer.id, feeder: feeder.id, site, agent }
 }
 
 fn reading(at: DateTime<Utc>, i: i64) -> Reading {
@@ -108,49 +84,25 @@ fn reading(at: DateTime<Utc>, i: i64) -> Reading {
 }
 
 fn constraint(e: DbError) -> String {
-    e.constraint()
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("expected a constraint error, got {e}"))
+    e.constraint().map(str::to_owned).unwrap_or_else(|| panic!("expected a constraint error, got {e}"))
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn telemetry_insert_is_idempotent(pool: Pool) {
     let f = fixture(&pool).await;
     let base = base();
-    let readings: Vec<Reading> = (0..100)
-        .map(|i| reading(base + Duration::seconds(i), i))
-        .collect();
+    let readings: Vec<Reading> = (0..100).map(|i| reading(base + Duration::seconds(i), i)).collect();
     let batch: Vec<(u64, &Reading)> = (0_u64..).zip(readings.iter()).collect();
 
-    assert_eq!(
-        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch)
-            .await
-            .unwrap(),
-        100
-    );
+    assert_eq!(gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch).await.unwrap(), 100);
     // Replaying the same batch changes nothing.
-    assert_eq!(
-        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch).await.unwrap(), 0);
     // An overlapping batch stores only what is new.
-    let more: Vec<Reading> = (100..150)
-        .map(|i| reading(base + Duration::seconds(i), i))
-        .collect();
+    let more: Vec<Reading> = (100..150).map(|i| reading(base + Duration::seconds(i), i)).collect();
     let mut overlap: Vec<(u64, &Reading)> = batch[50..].to_vec();
     overlap.extend((100_u64..).zip(more.iter()));
-    assert_eq!(
-        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &overlap)
-            .await
-            .unwrap(),
-        50
-    );
-    assert_eq!(
-        gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
-        150
-    );
+    assert_eq!(gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &overlap).await.unwrap(), 50);
+    assert_eq!(gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(), 150);
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
@@ -159,38 +111,20 @@ async fn a_bad_row_stores_none_of_its_batch(pool: Pool) {
     let good = reading(base(), 0);
     // Years ahead of the clock: refused before anything is written, the good row included.
     let far = reading(base() + Duration::days(5 * 365), 1);
-    let err = gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(0, &good), (1, &far)])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DbError::Invalid {
-                field: "measured_at",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("outside the storable window"),
-        "{err}"
-    );
+    let err =
+        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(0, &good), (1, &far)]).await.unwrap_err();
+    assert!(matches!(err, DbError::Invalid { field: "measured_at", .. }), "{err}");
+    assert!(err.to_string().contains("outside the storable window"), "{err}");
     // A violated check in the second row also stores nothing.
     let mut bad = reading(base(), 2);
     bad.grid_export = Some(WattHours(-1));
-    let err = gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(0, &good), (2, &bad)])
-        .await
-        .unwrap_err();
+    let err =
+        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(0, &good), (2, &bad)]).await.unwrap_err();
     assert_eq!(constraint(err), "telemetry_grid_export_wh_check");
-    assert_eq!(
-        gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
-        0
-    );
+    assert_eq!(gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(), 0);
 
-    let too_big = gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(u64::MAX, &good)])
-        .await
-        .unwrap_err();
+    let too_big =
+        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &[(u64::MAX, &good)]).await.unwrap_err();
     assert!(matches!(too_big, DbError::Invalid { field: "seq", .. }));
 }
 
@@ -198,51 +132,28 @@ async fn a_bad_row_stores_none_of_its_batch(pool: Pool) {
 async fn readings_from_a_long_outage_get_their_partitions(pool: Pool) {
     let f = fixture(&pool).await;
     // An agent back after a month offline: those days have no partition yet.
-    let old: Vec<Reading> = (0..3)
-        .map(|i| reading(base() - Duration::days(30 + i), i))
-        .collect();
+    let old: Vec<Reading> = (0..3).map(|i| reading(base() - Duration::days(30 + i), i)).collect();
     let batch: Vec<(u64, &Reading)> = (0_u64..).zip(old.iter()).collect();
-    assert_eq!(
-        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch)
-            .await
-            .unwrap(),
-        3
-    );
-    assert_eq!(
-        gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch)
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
-        3
-    );
+    assert_eq!(gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch).await.unwrap(), 3);
+    assert_eq!(gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &batch).await.unwrap(), 0);
+    assert_eq!(gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(), 3);
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn readings_for_unknown_sites_or_agents_are_refused(pool: Pool) {
     let f = fixture(&pool).await;
     let r = reading(base(), 0);
-    let err = gridmesh_db::insert_telemetry(&pool, f.agent, SiteId::new_random(), &[(0, &r)])
-        .await
-        .unwrap_err();
+    let err =
+        gridmesh_db::insert_telemetry(&pool, f.agent, SiteId::new_random(), &[(0, &r)]).await.unwrap_err();
     assert_eq!(constraint(err), "telemetry_agent_site");
-    let err = gridmesh_db::insert_telemetry(&pool, AgentId::new_random(), f.site.id, &[(0, &r)])
-        .await
-        .unwrap_err();
+    let err =
+        gridmesh_db::insert_telemetry(&pool, AgentId::new_random(), f.site.id, &[(0, &r)]).await.unwrap_err();
     assert_eq!(constraint(err), "telemetry_agent_site");
 
     // An agent may only report for its own site, even when both exist.
-    let neighbour = Site {
-        id: SiteId::new_random(),
-        name: "Maple St 14".into(),
-        ..f.site.clone()
-    };
+    let neighbour = Site { id: SiteId::new_random(), name: "Maple St 14".into(), ..f.site.clone() };
     gridmesh_db::insert_site(&pool, &neighbour).await.unwrap();
-    let err = gridmesh_db::insert_telemetry(&pool, f.agent, neighbour.id, &[(0, &r)])
-        .await
-        .unwrap_err();
+    let err = gridmesh_db::insert_telemetry(&pool, f.agent, neighbour.id, &[(0, &r)]).await.unwrap_err();
     assert_eq!(constraint(err), "telemetry_agent_site");
 }
 
@@ -276,9 +187,7 @@ async fn check_constraints_refuse_nonsense(pool: Pool) {
 
     let mut bad = node(GridNodeKind::Feeder, Some(f.transformer));
     bad.import_limit = Watts(-5);
-    let err = gridmesh_db::insert_grid_node(&pool, &bad)
-        .await
-        .unwrap_err();
+    let err = gridmesh_db::insert_grid_node(&pool, &bad).await.unwrap_err();
     assert_eq!(constraint(err), "grid_nodes_import_limit_w_check");
 }
 
@@ -296,27 +205,16 @@ async fn the_grid_stays_a_tree_and_sites_hang_off_feeders(pool: Pool) {
     assert_eq!(constraint(err), "grid_nodes_no_cycle");
 
     let orphan = node(GridNodeKind::Feeder, Some(GridNodeId::new_random()));
-    let err = gridmesh_db::insert_grid_node(&pool, &orphan)
-        .await
-        .unwrap_err();
+    let err = gridmesh_db::insert_grid_node(&pool, &orphan).await.unwrap_err();
     assert_eq!(constraint(err), "grid_nodes_parent_id_fkey");
 
-    let on_transformer = Site {
-        id: SiteId::new_random(),
-        feeder: f.transformer,
-        ..f.site.clone()
-    };
-    let err = gridmesh_db::insert_site(&pool, &on_transformer)
-        .await
-        .unwrap_err();
+    let on_transformer = Site { id: SiteId::new_random(), feeder: f.transformer, ..f.site.clone() };
+    let err = gridmesh_db::insert_site(&pool, &on_transformer).await.unwrap_err();
     assert_eq!(constraint(err), "sites_feeder");
 
     let topology = gridmesh_db::load_topology(&pool).await.unwrap();
     assert_eq!(topology.site_path(f.site.id), vec![f.feeder, f.transformer]);
-    let stored = gridmesh_db::get_site(&pool, f.site.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = gridmesh_db::get_site(&pool, f.site.id).await.unwrap().unwrap();
     assert_eq!(stored, f.site);
 }
 
@@ -326,76 +224,36 @@ async fn agent_keys_rotate_and_revoke(pool: Pool) {
     let k1 = [1_u8; 32];
     let k2 = [2_u8; 32];
     gridmesh_db::enroll_key(&pool, f.agent, k1).await.unwrap();
-    let found = gridmesh_db::find_active_key(&pool, &k1)
-        .await
-        .unwrap()
-        .unwrap();
+    let found = gridmesh_db::find_active_key(&pool, &k1).await.unwrap().unwrap();
     assert_eq!((found.agent, found.site), (f.agent, f.site.id));
 
     // Rotation: the new key is active, the old one no longer is.
     gridmesh_db::enroll_key(&pool, f.agent, k2).await.unwrap();
-    assert!(
-        gridmesh_db::find_active_key(&pool, &k1)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        gridmesh_db::find_active_key(&pool, &k2)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(gridmesh_db::find_active_key(&pool, &k1).await.unwrap().is_none());
+    assert!(gridmesh_db::find_active_key(&pool, &k2).await.unwrap().is_some());
 
     // A key cannot be enrolled twice, not even for another agent.
-    let other = gridmesh_db::create_agent(&pool, f.site.id, "second")
-        .await
-        .unwrap();
+    let other = gridmesh_db::create_agent(&pool, f.site.id, "second").await.unwrap();
     let err = gridmesh_db::enroll_key(&pool, other, k2).await.unwrap_err();
     assert_eq!(constraint(err), "agent_keys_unique_key");
 
-    assert!(
-        gridmesh_db::revoke_key(&pool, f.agent, "device stolen")
-            .await
-            .unwrap()
-    );
-    assert!(
-        gridmesh_db::find_active_key(&pool, &k2)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        !gridmesh_db::revoke_key(&pool, f.agent, "again")
-            .await
-            .unwrap()
-    );
+    assert!(gridmesh_db::revoke_key(&pool, f.agent, "device stolen").await.unwrap());
+    assert!(gridmesh_db::find_active_key(&pool, &k2).await.unwrap().is_none());
+    assert!(!gridmesh_db::revoke_key(&pool, f.agent, "again").await.unwrap());
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn tokens_identify_callers_until_revoked(pool: Pool) {
     let user = gridmesh_db::create_user(
         &pool,
-        &NewUser {
-            name: "Grid Co".into(),
-            email: None,
-            role: Role::Utility,
-        },
+        &NewUser { name: "Grid Co".into(), email: None, role: Role::Utility },
     )
     .await
     .unwrap();
-    let (meta, secret) = gridmesh_db::issue_token(&pool, user.id, "ci", None)
-        .await
-        .unwrap();
+    let (meta, secret) = gridmesh_db::issue_token(&pool, user.id, "ci", None).await.unwrap();
     assert!(secret.starts_with("gmt_") && secret.len() == 68);
-    let caller = gridmesh_db::authenticate(&pool, &secret)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (caller.user_id, caller.role, caller.token_id),
-        (user.id, Role::Utility, meta.id)
-    );
+    let caller = gridmesh_db::authenticate(&pool, &secret).await.unwrap().unwrap();
+    assert_eq!((caller.user_id, caller.role, caller.token_id), (user.id, Role::Utility, meta.id));
 
     // Only the hash is stored.
     let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE id = $1")
@@ -405,106 +263,44 @@ async fn tokens_identify_callers_until_revoked(pool: Pool) {
         .unwrap();
     assert_eq!(stored, gridmesh_db::hash_token(&secret).to_vec());
 
-    assert!(
-        gridmesh_db::authenticate(&pool, "gmt_wrong")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(gridmesh_db::authenticate(&pool, "gmt_wrong").await.unwrap().is_none());
     assert!(gridmesh_db::revoke_token(&pool, meta.id).await.unwrap());
-    assert!(
-        gridmesh_db::authenticate(&pool, &secret)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(gridmesh_db::authenticate(&pool, &secret).await.unwrap().is_none());
 
     let (_, expired) =
-        gridmesh_db::issue_token(&pool, user.id, "old", Some(Utc::now() - Duration::hours(1)))
-            .await
-            .unwrap();
-    assert!(
-        gridmesh_db::authenticate(&pool, &expired)
-            .await
-            .unwrap()
-            .is_none()
-    );
+        gridmesh_db::issue_token(&pool, user.id, "old", Some(Utc::now() - Duration::hours(1))).await.unwrap();
+    assert!(gridmesh_db::authenticate(&pool, &expired).await.unwrap().is_none());
 
-    let err = gridmesh_db::issue_token(&pool, gridmesh_core::UserId::new_random(), "x", None)
-        .await
-        .unwrap_err();
+    let err =
+        gridmesh_db::issue_token(&pool, gridmesh_core::UserId::new_random(), "x", None).await.unwrap_err();
     assert_eq!(constraint(err), "api_tokens_user_id_fkey");
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn users_are_validated_and_listed_by_role(pool: Pool) {
-    for (name, role) in [
-        ("a", Role::Utility),
-        ("b", Role::Prosumer),
-        ("c", Role::Utility),
-    ] {
-        gridmesh_db::create_user(
-            &pool,
-            &NewUser {
-                name: name.into(),
-                email: None,
-                role,
-            },
-        )
+    for (name, role) in [("a", Role::Utility), ("b", Role::Prosumer), ("c", Role::Utility)] {
+        gridmesh_db::create_user(&pool, &NewUser { name: name.into(), email: None, role }).await.unwrap();
+    }
+    let utilities =
+        gridmesh_db::list_users(&pool, &UserFilter { role: Some(Role::Utility), limit: 10, after: None })
+            .await
+            .unwrap();
+    assert_eq!(utilities.len(), 2);
+    let page =
+        gridmesh_db::list_users(&pool, &UserFilter { role: None, limit: 2, after: None }).await.unwrap();
+    let next = gridmesh_db::list_users(&pool, &UserFilter { role: None, limit: 2, after: Some(page[1].id) })
         .await
         .unwrap();
-    }
-    let utilities = gridmesh_db::list_users(
-        &pool,
-        &UserFilter {
-            role: Some(Role::Utility),
-            limit: 10,
-            after: None,
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(utilities.len(), 2);
-    let page = gridmesh_db::list_users(
-        &pool,
-        &UserFilter {
-            role: None,
-            limit: 2,
-            after: None,
-        },
-    )
-    .await
-    .unwrap();
-    let next = gridmesh_db::list_users(
-        &pool,
-        &UserFilter {
-            role: None,
-            limit: 2,
-            after: Some(page[1].id),
-        },
-    )
-    .await
-    .unwrap();
     assert_eq!(page.len() + next.len(), 3);
 
-    let err = gridmesh_db::create_user(
-        &pool,
-        &NewUser {
-            name: String::new(),
-            email: None,
-            role: Role::Operator,
-        },
-    )
-    .await
-    .unwrap_err();
+    let err =
+        gridmesh_db::create_user(&pool, &NewUser { name: String::new(), email: None, role: Role::Operator })
+            .await
+            .unwrap_err();
     assert_eq!(constraint(err), "users_name_check");
     let err = gridmesh_db::create_user(
         &pool,
-        &NewUser {
-            name: "x".into(),
-            email: Some("not an email".into()),
-            role: Role::Operator,
-        },
+        &NewUser { name: "x".into(), email: Some("not an email".into()), role: Role::Operator },
     )
     .await
     .unwrap_err();
@@ -514,18 +310,8 @@ async fn users_are_validated_and_listed_by_role(pool: Pool) {
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn partitions_are_created_once(pool: Pool) {
     let day = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
-    assert_eq!(
-        gridmesh_db::ensure_telemetry_partitions(&pool, day, 7)
-            .await
-            .unwrap(),
-        7
-    );
-    assert_eq!(
-        gridmesh_db::ensure_telemetry_partitions(&pool, day, 8)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(gridmesh_db::ensure_telemetry_partitions(&pool, day, 7).await.unwrap(), 7);
+    assert_eq!(gridmesh_db::ensure_telemetry_partitions(&pool, day, 8).await.unwrap(), 1);
     let bounds: String = sqlx::query_scalar(
         "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = 'telemetry_20270101'",
     )
@@ -568,54 +354,29 @@ async fn ingest_commits_count_replays_and_close_gaps(pool: Pool) {
     let rows = |range: std::ops::Range<usize>| -> Vec<gridmesh_db::IngestRow<'_>> {
         range.map(|i| row(&f, i as u64, &rs[i])).collect()
     };
-    let report = gridmesh_db::commit_ingest(&pool, &rows(0..10))
-        .await
-        .unwrap();
+    let report = gridmesh_db::commit_ingest(&pool, &rows(0..10)).await.unwrap();
     assert_eq!((report.inserted, report.duplicates), (10, 0));
     // 10..14 are late.
-    gridmesh_db::commit_ingest(&pool, &rows(15..45))
-        .await
-        .unwrap();
-    let gaps = gridmesh_db::gaps(&pool, Some(f.site.id), 100)
-        .await
-        .unwrap();
+    gridmesh_db::commit_ingest(&pool, &rows(15..45)).await.unwrap();
+    let gaps = gridmesh_db::gaps(&pool, Some(f.site.id), 100).await.unwrap();
     assert_eq!(gaps.len(), 1);
-    assert_eq!(
-        (gaps[0].first, gaps[0].last, gaps[0].agent),
-        (10, 14, f.agent)
-    );
+    assert_eq!((gaps[0].first, gaps[0].last, gaps[0].agent), (10, 14, f.agent));
     assert_eq!(gridmesh_db::missing_total(&pool).await.unwrap(), 5);
 
     // A replay changes nothing.
-    let again = gridmesh_db::commit_ingest(&pool, &rows(0..10))
-        .await
-        .unwrap();
+    let again = gridmesh_db::commit_ingest(&pool, &rows(0..10)).await.unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 10));
     assert!(again.reused.is_empty());
 
     // The late readings close the gap and correct the period they fall in.
-    gridmesh_db::commit_ingest(&pool, &rows(10..15))
-        .await
-        .unwrap();
-    assert!(
-        gridmesh_db::gaps(&pool, Some(f.site.id), 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(),
-        45
-    );
+    gridmesh_db::commit_ingest(&pool, &rows(10..15)).await.unwrap();
+    assert!(gridmesh_db::gaps(&pool, Some(f.site.id), 100).await.unwrap().is_empty());
+    assert_eq!(gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(), 45);
 
-    let energy = gridmesh_db::site_energy(&pool, f.site.id, base(), base() + Duration::hours(1))
-        .await
-        .unwrap();
+    let energy =
+        gridmesh_db::site_energy(&pool, f.site.id, base(), base() + Duration::hours(1)).await.unwrap();
     assert_eq!(energy.len(), 3);
-    assert_eq!(
-        energy.iter().map(|e| e.readings).collect::<Vec<_>>(),
-        vec![15, 15, 15]
-    );
+    assert_eq!(energy.iter().map(|e| e.readings).collect::<Vec<_>>(), vec![15, 15, 15]);
     // First period: from its first reading (5000) to its last (5140); then 150 Wh each.
     assert_eq!(energy[0].imported, Some(WattHours(140)));
     assert!(!energy[0].complete);
@@ -626,10 +387,7 @@ async fn ingest_commits_count_replays_and_close_gaps(pool: Pool) {
     assert!(energy.iter().all(|e| e.flags.is_empty()));
 
     // The latest reading is the newest, not the last to arrive.
-    let latest = gridmesh_db::latest_reading(&pool, f.site.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let latest = gridmesh_db::latest_reading(&pool, f.site.id).await.unwrap().unwrap();
     assert_eq!((latest.seq, latest.reading), (44, rs[44]));
 }
 
@@ -645,28 +403,19 @@ async fn a_reused_sequence_number_is_stored_and_flagged(pool: Pool) {
     let report = gridmesh_db::commit_ingest(&pool, &second).await.unwrap();
     assert_eq!(report.reused, vec![(f.agent, 3), (f.agent, 4)]);
     assert_eq!(report.inserted, 2);
-    let flagged =
-        gridmesh_db::flagged_readings(&pool, f.site.id, base(), base() + Duration::hours(1), 100)
-            .await
-            .unwrap();
+    let flagged = gridmesh_db::flagged_readings(&pool, f.site.id, base(), base() + Duration::hours(1), 100)
+        .await
+        .unwrap();
     // Both the first and the second reading of 3 and 4: nobody can tell which is genuine.
     assert_eq!(flagged.len(), 4);
     assert!(flagged.iter().all(|r| r.flags & 16 == 16));
-    let energy = gridmesh_db::site_energy(&pool, f.site.id, base(), base() + Duration::hours(1))
-        .await
-        .unwrap();
-    assert!(
-        energy[1]
-            .flags
-            .contains(gridmesh_core::ReadingFlags::SEQUENCE_REUSED),
-        "{energy:?}"
-    );
+    let energy =
+        gridmesh_db::site_energy(&pool, f.site.id, base(), base() + Duration::hours(1)).await.unwrap();
+    assert!(energy[1].flags.contains(gridmesh_core::ReadingFlags::SEQUENCE_REUSED), "{energy:?}");
     assert!(energy[0].flags.contains(gridmesh_core::ReadingFlags::SEQUENCE_REUSED));
     // An operator reviews the periods: they are resolved.
     assert_eq!(
-        gridmesh_db::resolve_flags(&pool, f.site.id, base(), base() + Duration::hours(1))
-            .await
-            .unwrap(),
+        gridmesh_db::resolve_flags(&pool, f.site.id, base(), base() + Duration::hours(1)).await.unwrap(),
         2
     );
 }

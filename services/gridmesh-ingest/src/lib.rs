@@ -5,7 +5,7 @@
 //! order are domain types in `gridmesh_core::summary`. The [`worker`] wraps them: it consumes signed batches from
 //! MQTT, verifies and stores them in PostgreSQL, and acknowledges only after the commit.
 
+pub mod maintenance;
 pub mod plausibility;
 pub mod solar;
-pub mod maintenance;
 pub mod worker;

@@ -6,8 +6,8 @@
 
 use chrono::Duration;
 use gridmesh_core::{
-    BatterySpec, GeoPoint, GridConnection, GridNodeId, Reading, ReadingFlags, SiteId, Timestamp,
-    WattHours, Watts,
+    BatterySpec, GeoPoint, GridConnection, GridNodeId, Reading, ReadingFlags, SiteId, Timestamp, WattHours,
+    Watts,
 };
 
 use crate::solar;
@@ -108,16 +108,12 @@ pub fn check(
 
 fn over_rated(p: &SiteProfile, r: &Reading, rules: &Rules) -> bool {
     let beyond = |value: Option<Watts>, up: Watts, down: Watts| {
-        value.is_some_and(|v| {
-            v.get() > rules.allowed(up) || v.get().saturating_neg() > rules.allowed(down)
-        })
+        value.is_some_and(|v| v.get() > rules.allowed(up) || v.get().saturating_neg() > rules.allowed(down))
     };
-    let (charge, discharge) = p.battery.map_or((Watts::ZERO, Watts::ZERO), |b| {
-        (b.max_charge, b.max_discharge)
-    });
+    let (charge, discharge) =
+        p.battery.map_or((Watts::ZERO, Watts::ZERO), |b| (b.max_charge, b.max_discharge));
     beyond(r.grid_power, p.grid.import_limit, p.grid.export_limit)
-        || r.pv_power
-            .is_some_and(|v| v.get() > rules.allowed(p.rated_pv))
+        || r.pv_power.is_some_and(|v| v.get() > rules.allowed(p.rated_pv))
         || beyond(r.battery_power, charge, discharge)
 }
 
@@ -129,9 +125,7 @@ fn counters_backwards(prev: &Reading, r: &Reading) -> bool {
         (prev.battery_charged, r.battery_charged),
         (prev.battery_discharged, r.battery_discharged),
     ];
-    pairs
-        .iter()
-        .any(|(a, b)| matches!((a, b), (Some(a), Some(b)) if b < a))
+    pairs.iter().any(|(a, b)| matches!((a, b), (Some(a), Some(b)) if b < a))
 }
 
 /// A site can only export what its PV and battery produce: a meter reporting more export than
@@ -147,11 +141,7 @@ fn meter_inverter_mismatch(p: &SiteProfile, r: &Reading, rules: &Rules) -> bool 
         (None, Some(_)) => return false,
     };
     let export = grid.get().saturating_neg();
-    export
-        > pv.get()
-            .max(0)
-            .saturating_add(discharge)
-            .saturating_add(rules.mismatch_margin_w)
+    export > pv.get().max(0).saturating_add(discharge).saturating_add(rules.mismatch_margin_w)
 }
 
 /// One site's PV energy in a period, for the feeder-wide comparison.
@@ -209,14 +199,8 @@ mod tests {
                 max_charge: Watts(5_000),
                 max_discharge: Watts(5_000),
             }),
-            grid: GridConnection {
-                import_limit: Watts(17_000),
-                export_limit: Watts(7_000),
-            },
-            location: Some(GeoPoint {
-                lat: 52.52,
-                lon: 13.40,
-            }),
+            grid: GridConnection { import_limit: Watts(17_000), export_limit: Watts(7_000) },
+            location: Some(GeoPoint { lat: 52.52, lon: 13.40 }),
         }
     }
 
@@ -249,116 +233,62 @@ mod tests {
     #[test]
     fn power_beyond_ratings_is_flagged() {
         // 8 kW PV + 20 % + 200 W = 9800 W allowed.
-        let ok = Reading {
-            pv_power: Some(Watts(9_800)),
-            grid_power: Some(Watts(0)),
-            ..reading()
-        };
+        let ok = Reading { pv_power: Some(Watts(9_800)), grid_power: Some(Watts(0)), ..reading() };
         assert!(flags(&ok, None).is_empty());
-        let pv = Reading {
-            pv_power: Some(Watts(9_801)),
-            grid_power: Some(Watts(0)),
-            ..reading()
-        };
+        let pv = Reading { pv_power: Some(Watts(9_801)), grid_power: Some(Watts(0)), ..reading() };
         assert_eq!(flags(&pv, None), ReadingFlags::OVER_RATED);
-        let import = Reading {
-            grid_power: Some(Watts(30_000)),
-            ..reading()
-        };
+        let import = Reading { grid_power: Some(Watts(30_000)), ..reading() };
         assert_eq!(flags(&import, None), ReadingFlags::OVER_RATED);
-        let discharge = Reading {
-            battery_power: Some(Watts(-9_000)),
-            grid_power: Some(Watts(0)),
-            ..reading()
-        };
+        let discharge =
+            Reading { battery_power: Some(Watts(-9_000)), grid_power: Some(Watts(0)), ..reading() };
         assert_eq!(flags(&discharge, None), ReadingFlags::OVER_RATED);
-        let no_battery = SiteProfile {
-            battery: None,
-            ..profile()
-        };
-        let phantom = Reading {
-            battery_power: Some(Watts(1_000)),
-            ..reading()
-        };
+        let no_battery = SiteProfile { battery: None, ..profile() };
+        let phantom = Reading { battery_power: Some(Watts(1_000)), ..reading() };
         assert!(
-            check(&no_battery, None, &phantom, noon(), &Rules::default())
-                .contains(ReadingFlags::OVER_RATED)
+            check(&no_battery, None, &phantom, noon(), &Rules::default()).contains(ReadingFlags::OVER_RATED)
         );
     }
 
     #[test]
     fn counters_running_backwards_are_flagged() {
         let prev = reading();
-        let back = Reading {
-            grid_export: Some(WattHours(1_999)),
-            ..reading()
-        };
+        let back = Reading { grid_export: Some(WattHours(1_999)), ..reading() };
         assert_eq!(flags(&back, Some(&prev)), ReadingFlags::COUNTER_BACKWARDS);
-        let missing = Reading {
-            grid_export: None,
-            ..reading()
-        };
+        let missing = Reading { grid_export: None, ..reading() };
         assert!(flags(&missing, Some(&prev)).is_empty());
     }
 
     #[test]
     fn clocks_far_off_are_flagged() {
-        let future = Reading {
-            at: noon() + Duration::minutes(6),
-            ..reading()
-        };
+        let future = Reading { at: noon() + Duration::minutes(6), ..reading() };
         assert_eq!(flags(&future, None), ReadingFlags::CLOCK_FUTURE);
-        let past = Reading {
-            at: noon() - Duration::days(15),
-            ..reading()
-        };
+        let past = Reading { at: noon() - Duration::days(15), ..reading() };
         // Noon 15 days earlier is still daytime: only the clock flag.
         assert_eq!(flags(&past, None), ReadingFlags::CLOCK_PAST);
-        let recent = Reading {
-            at: noon() - Duration::days(3),
-            ..reading()
-        };
+        let recent = Reading { at: noon() - Duration::days(3), ..reading() };
         assert!(flags(&recent, None).is_empty());
     }
 
     #[test]
     fn pv_at_night_is_flagged() {
-        let night = Reading {
-            at: at("2026-06-21T23:00:00Z"),
-            ..reading()
-        };
+        let night = Reading { at: at("2026-06-21T23:00:00Z"), ..reading() };
         let f = check(&profile(), None, &night, night.at, &Rules::default());
         assert_eq!(f, ReadingFlags::PV_AT_NIGHT);
         // Standby noise at night is fine.
-        let standby = Reading {
-            pv_power: Some(Watts(40)),
-            grid_power: Some(Watts(300)),
-            ..night
-        };
+        let standby = Reading { pv_power: Some(Watts(40)), grid_power: Some(Watts(300)), ..night };
         assert!(check(&profile(), None, &standby, night.at, &Rules::default()).is_empty());
         // Without a location the check cannot run.
-        let nowhere = SiteProfile {
-            location: None,
-            ..profile()
-        };
+        let nowhere = SiteProfile { location: None, ..profile() };
         assert!(check(&nowhere, None, &night, night.at, &Rules::default()).is_empty());
     }
 
     #[test]
     fn export_beyond_generation_is_a_meter_inverter_mismatch() {
         // Exporting 6 kW with 5 kW PV and the battery charging: 1 kW from nowhere.
-        let r = Reading {
-            grid_power: Some(Watts(-6_000)),
-            battery_power: Some(Watts(0)),
-            ..reading()
-        };
+        let r = Reading { grid_power: Some(Watts(-6_000)), battery_power: Some(Watts(0)), ..reading() };
         assert_eq!(flags(&r, None), ReadingFlags::METER_INVERTER_MISMATCH);
         // The same export with the battery discharging 1.5 kW adds up.
-        let r = Reading {
-            grid_power: Some(Watts(-6_000)),
-            battery_power: Some(Watts(-1_500)),
-            ..reading()
-        };
+        let r = Reading { grid_power: Some(Watts(-6_000)), battery_power: Some(Watts(-1_500)), ..reading() };
         assert!(flags(&r, None).is_empty());
     }
 
@@ -370,13 +300,8 @@ mod tests {
             pv: WattHours(pv),
         };
         // Neighbours yield about 0.2 Wh per rated W; site 4 claims 0.6.
-        let samples = [
-            s(1, 5_000, 1_000),
-            s(2, 8_000, 1_700),
-            s(3, 4_000, 780),
-            s(4, 5_000, 3_000),
-            s(5, 6_000, 300),
-        ];
+        let samples =
+            [s(1, 5_000, 1_000), s(2, 8_000, 1_700), s(3, 4_000, 780), s(4, 5_000, 3_000), s(5, 6_000, 300)];
         assert_eq!(pv_outliers(&samples), vec![SiteId::from_bytes([4; 16])]);
         assert!(pv_outliers(&samples[..2]).is_empty());
     }

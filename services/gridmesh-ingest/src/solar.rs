@@ -10,16 +10,14 @@ use gridmesh_core::{GeoPoint, Timestamp};
 #[must_use]
 pub fn elevation_deg(at: Timestamp, place: GeoPoint) -> f64 {
     let day = f64::from(at.ordinal());
-    let hours =
-        f64::from(at.hour()) + f64::from(at.minute()) / 60.0 + f64::from(at.second()) / 3600.0;
+    let hours = f64::from(at.hour()) + f64::from(at.minute()) / 60.0 + f64::from(at.second()) / 3600.0;
     let declination = 23.44_f64.to_radians() * (360.0 / 365.0 * (284.0 + day)).to_radians().sin();
     let b = (360.0 / 365.0 * (day - 81.0)).to_radians();
     let equation_of_time_min = 9.87 * (2.0 * b).sin() - 7.53 * b.cos() - 1.5 * b.sin();
     let solar_time = hours + place.lon / 15.0 + equation_of_time_min / 60.0;
     let hour_angle = (15.0 * (solar_time - 12.0)).to_radians();
     let lat = place.lat.to_radians();
-    let sin_elevation =
-        lat.sin() * declination.sin() + lat.cos() * declination.cos() * hour_angle.cos();
+    let sin_elevation = lat.sin() * declination.sin() + lat.cos() * declination.cos() * hour_angle.cos();
     sin_elevation.clamp(-1.0, 1.0).asin().to_degrees()
 }
 
@@ -31,14 +29,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    const BERLIN: GeoPoint = GeoPoint {
-        lat: 52.52,
-        lon: 13.40,
-    };
-    const SYDNEY: GeoPoint = GeoPoint {
-        lat: -33.87,
-        lon: 151.21,
-    };
+    const BERLIN: GeoPoint = GeoPoint { lat: 52.52, lon: 13.40 };
+    const SYDNEY: GeoPoint = GeoPoint { lat: -33.87, lon: 151.21 };
 
     #[test]
     fn noon_is_day_and_midnight_is_night() {

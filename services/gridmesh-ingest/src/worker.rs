@@ -163,8 +163,13 @@ struct Accepted {
 ///
 /// # Errors
 /// Only when the worker cannot start at all.
-pub async fn run(pool: Pool, config: IngestConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let mut options = MqttOptions::new(config.client_id.clone(), config.broker.host.clone(), config.broker.port);
+pub async fn run(
+    pool: Pool,
+    config: IngestConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut options =
+        MqttOptions::new(config.client_id.clone(), config.broker.host.clone(), config.broker.port);
     options
         .set_keep_alive(Duration::from_secs(10))
         .set_clean_start(false)
@@ -276,7 +281,11 @@ impl Writer {
     }
 
     /// Decodes and verifies one publish; returns how many readings it adds to the group.
-    async fn admit(&mut self, incoming: Incoming, group: &mut Vec<(Incoming, Result<Accepted, Rejection>)>) -> usize {
+    async fn admit(
+        &mut self,
+        incoming: Incoming,
+        group: &mut Vec<(Incoming, Result<Accepted, Rejection>)>,
+    ) -> usize {
         let verdict = self.verify(&incoming).await;
         let n = verdict.as_ref().map_or(0, |a| a.batch.readings.len());
         group.push((incoming, verdict));
@@ -292,7 +301,9 @@ impl Writer {
         };
         let site = match topics::parse(&topic) {
             Ok((site, Channel::Telemetry)) => site,
-            Ok((_, other)) => return reject(self, Rejection::Topic, &format!("channel {other} is not telemetry")),
+            Ok((_, other)) => {
+                return reject(self, Rejection::Topic, &format!("channel {other} is not telemetry"));
+            }
             Err(e) => return reject(self, Rejection::Topic, &e.to_string()),
         };
         let signed = match gridmesh_wire::decode(&incoming.publish.payload) {
@@ -307,8 +318,16 @@ impl Writer {
         }
         match self.key(signed.signer).await {
             Ok(Some(key)) if key.agent == batch.agent && key.site == batch.site => Ok(Accepted { batch }),
-            Ok(Some(key)) => reject(self, Rejection::KeyMismatch, &format!("key is enrolled for agent {} at site {}", key.agent, key.site)),
-            Ok(None) => reject(self, Rejection::UnknownKey, &format!("signer {} is not enrolled or revoked", signed.signer)),
+            Ok(Some(key)) => reject(
+                self,
+                Rejection::KeyMismatch,
+                &format!("key is enrolled for agent {} at site {}", key.agent, key.site),
+            ),
+            Ok(None) => reject(
+                self,
+                Rejection::UnknownKey,
+                &format!("signer {} is not enrolled or revoked", signed.signer),
+            ),
             // The database is away: treat as unknown for now; the message stays unacknowledged
             // only if we say so, so keep it simple and let the agent resend.
             Err(e) => reject(self, Rejection::UnknownKey, &format!("key lookup failed: {e}")),
@@ -356,7 +375,11 @@ impl Writer {
     }
 
     /// Flags, stores, acknowledges. Retries while the database is away.
-    async fn store(&mut self, group: Vec<(Incoming, Result<Accepted, Rejection>)>, stop: &mut watch::Receiver<bool>) {
+    async fn store(
+        &mut self,
+        group: Vec<(Incoming, Result<Accepted, Rejection>)>,
+        stop: &mut watch::Receiver<bool>,
+    ) {
         let started = Instant::now();
         // Flags per reading, in each agent's sequence order.
         let mut flagged: Vec<(usize, Vec<ReadingFlags>)> = Vec::new();
@@ -368,9 +391,9 @@ impl Writer {
             let mut flags = Vec::with_capacity(batch.readings.len());
             for (seq, r) in batch.sequenced() {
                 let before = prev.filter(|(s, _)| *s < seq).map(|(_, r)| r);
-                let f = profile
-                    .as_ref()
-                    .map_or(ReadingFlags::NONE, |p| plausibility::check(p, before.as_ref(), r, incoming.received, &self.config.rules));
+                let f = profile.as_ref().map_or(ReadingFlags::NONE, |p| {
+                    plausibility::check(p, before.as_ref(), r, incoming.received, &self.config.rules)
+                });
                 flags.push(f);
                 if prev.is_none_or(|(s, _)| seq > s) {
                     prev = Some((seq, *r));
@@ -384,7 +407,10 @@ impl Writer {
         let mut rows = Vec::new();
         let mut outside = 0_u64;
         let now = Utc::now();
-        let window = (now - chrono::Days::new(gridmesh_db::TELEMETRY_DAYS_BACK), now + chrono::Days::new(gridmesh_db::TELEMETRY_DAYS_AHEAD));
+        let window = (
+            now - chrono::Days::new(gridmesh_db::TELEMETRY_DAYS_BACK),
+            now + chrono::Days::new(gridmesh_db::TELEMETRY_DAYS_AHEAD),
+        );
         for (i, flags) in &flagged {
             let Ok(accepted) = &group[*i].1 else { continue };
             let b = &accepted.batch;
@@ -399,8 +425,13 @@ impl Writer {
             }
         }
         if outside > 0 {
-            metrics::counter!("gridmesh_ingest_readings_total", "result" => "unstorable_time").increment(outside);
-            self.log.warn("unstorable_time", "", &format!("{outside} readings with times years off were not stored"));
+            metrics::counter!("gridmesh_ingest_readings_total", "result" => "unstorable_time")
+                .increment(outside);
+            self.log.warn(
+                "unstorable_time",
+                "",
+                &format!("{outside} readings with times years off were not stored"),
+            );
         }
         let mut refused: Vec<usize> = Vec::new();
         let report = loop {
@@ -424,15 +455,22 @@ impl Writer {
             }
         };
         if let Some(report) = &report {
-            metrics::counter!("gridmesh_ingest_readings_total", "result" => "stored").increment(report.inserted);
-            metrics::counter!("gridmesh_ingest_readings_total", "result" => "duplicate").increment(report.duplicates);
+            metrics::counter!("gridmesh_ingest_readings_total", "result" => "stored")
+                .increment(report.inserted);
+            metrics::counter!("gridmesh_ingest_readings_total", "result" => "duplicate")
+                .increment(report.duplicates);
             if !report.reused.is_empty() {
-                metrics::counter!("gridmesh_ingest_readings_total", "result" => "sequence_reused").increment(report.reused.len() as u64);
-                tracing::warn!(count = report.reused.len(), "sequence numbers reused: a cloned device or a shared key");
+                metrics::counter!("gridmesh_ingest_readings_total", "result" => "sequence_reused")
+                    .increment(report.reused.len() as u64);
+                tracing::warn!(
+                    count = report.reused.len(),
+                    "sequence numbers reused: a cloned device or a shared key"
+                );
             }
         }
         let flagged_count: usize = rows.iter().filter(|r| !r.flags.is_empty()).count();
-        metrics::counter!("gridmesh_ingest_readings_total", "result" => "flagged").increment(flagged_count as u64);
+        metrics::counter!("gridmesh_ingest_readings_total", "result" => "flagged")
+            .increment(flagged_count as u64);
         metrics::histogram!("gridmesh_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
         // Acknowledge after the commit: the broker may forget the publishes now, and the
         // agents may drop the readings from their disk buffers.
@@ -458,7 +496,13 @@ impl Writer {
         let mut refused = Vec::new();
         for (i, (incoming, verdict)) in group.iter().enumerate() {
             let Ok(accepted) = verdict else { continue };
-            let mine: Vec<IngestRow<'_>> = rows.iter().filter(|r| r.agent == accepted.batch.agent && accepted.batch.sequenced().any(|(s, _)| s == r.seq)).copied().collect();
+            let mine: Vec<IngestRow<'_>> = rows
+                .iter()
+                .filter(|r| {
+                    r.agent == accepted.batch.agent && accepted.batch.sequenced().any(|(s, _)| s == r.seq)
+                })
+                .copied()
+                .collect();
             loop {
                 match gridmesh_db::commit_ingest(&self.pool, &mine).await {
                     Ok(_) => break,

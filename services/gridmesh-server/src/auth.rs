@@ -25,10 +25,7 @@ impl Authenticated {
         if roles.contains(&self.0.role) {
             Ok(&self.0)
         } else {
-            Err(ApiError::Forbidden {
-                needed: roles,
-                have: self.0.role,
-            })
+            Err(ApiError::Forbidden { needed: roles, have: self.0.role })
         }
     }
 }
@@ -40,24 +37,17 @@ impl FromRequestParts<AppState> for Authenticated {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthenticated(
-                "missing Authorization: Bearer <token> header",
-            ))?;
+            .ok_or(ApiError::Unauthenticated("missing Authorization: Bearer <token> header"))?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthenticated(
-                "the Authorization header must be \"Bearer <token>\"",
-            ))?;
-        let caller = gridmesh_db::authenticate(&state.pool, token).await?.ok_or(
-            ApiError::Unauthenticated("unknown, expired or revoked token"),
-        )?;
+            .ok_or(ApiError::Unauthenticated("the Authorization header must be \"Bearer <token>\""))?;
+        let caller = gridmesh_db::authenticate(&state.pool, token)
+            .await?
+            .ok_or(ApiError::Unauthenticated("unknown, expired or revoked token"))?;
         tracing::Span::current().record("user_id", tracing::field::display(caller.user_id));
         Ok(Authenticated(caller))
     }

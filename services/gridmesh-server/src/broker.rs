@@ -28,9 +28,7 @@ pub struct BrokerLink {
 
 impl std::fmt::Debug for BrokerLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerLink")
-            .field("status", &self.status())
-            .finish_non_exhaustive()
+        f.debug_struct("BrokerLink").field("status", &self.status()).finish_non_exhaustive()
     }
 }
 
@@ -41,10 +39,7 @@ impl BrokerLink {
     /// Starts connecting in the background; check [`BrokerLink::status`] for the outcome.
     #[must_use]
     pub fn spawn(url: &MqttUrl, client_id_prefix: &str) -> Self {
-        let client_id = format!(
-            "{client_id_prefix}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let client_id = format!("{client_id_prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let mut options = MqttOptions::new(client_id, url.host.clone(), url.port);
         options.set_keep_alive(Duration::from_secs(5));
         if let Some(user) = &url.username {
@@ -75,11 +70,7 @@ impl BrokerLink {
                 }
             }
         });
-        Self {
-            status,
-            client,
-            task: Arc::new(task),
-        }
+        Self { status, client, task: Arc::new(task) }
     }
 
     /// The current state of the link.

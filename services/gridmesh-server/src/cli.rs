@@ -24,12 +24,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             pool.close().await;
             Ok(())
         }
-        Command::User(UserCommand::Add {
-            db,
-            name,
-            role,
-            email,
-        }) => {
+        Command::User(UserCommand::Add { db, name, role, email }) => {
             let pool = connect_db(&db).await?;
             let user = gridmesh_db::create_user(&pool, &NewUser { name, email, role })
                 .await
@@ -38,28 +33,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(UserCommand::List { db, role }) => {
             let pool = connect_db(&db).await?;
-            let users = gridmesh_db::list_users(
-                &pool,
-                &UserFilter {
-                    role,
-                    after: None,
-                    limit: 1000,
-                },
-            )
-            .await
-            .context("listing users")?;
+            let users = gridmesh_db::list_users(&pool, &UserFilter { role, after: None, limit: 1000 })
+                .await
+                .context("listing users")?;
             let mut text = String::new();
             for u in users {
                 text.push_str(&format!("{}\t{}\t{}\n", u.id, u.role, u.name));
             }
             out(format_args!("{text}"))
         }
-        Command::Token(TokenCommand::Issue {
-            db,
-            user,
-            label,
-            expires_in_days,
-        }) => {
+        Command::Token(TokenCommand::Issue { db, user, label, expires_in_days }) => {
             let pool = connect_db(&db).await?;
             let expires = expires_in_days.map(|d| Utc::now() + Duration::days(i64::from(d)));
             let (meta, token) = gridmesh_db::issue_token(&pool, user, &label, expires)
@@ -69,18 +52,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     _ => anyhow::Error::new(e),
                 })
                 .context("issuing the token")?;
-            eprintln!(
-                "token id {} (use it to revoke); the token below is shown only once:",
-                meta.id
-            );
+            eprintln!("token id {} (use it to revoke); the token below is shown only once:", meta.id);
             out(format_args!("{token}\n"))
         }
         Command::Token(TokenCommand::Revoke { db, id }) => {
             let pool = connect_db(&db).await?;
-            if gridmesh_db::revoke_token(&pool, id)
-                .await
-                .context("revoking the token")?
-            {
+            if gridmesh_db::revoke_token(&pool, id).await.context("revoking the token")? {
                 out(format_args!("revoked {id}\n"))
             } else {
                 anyhow::bail!("no live token with id {id}")
@@ -91,9 +68,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_service(config: crate::config::ServeConfig, role: serve::Role) -> anyhow::Result<()> {
     tracing::debug!(?config, ?role, "configuration");
-    let listener = TcpListener::bind(config.http_bind)
-        .await
-        .with_context(|| format!("cannot listen on {} (GRIDMESH_HTTP_BIND / --http-bind)", config.http_bind))?;
+    let listener = TcpListener::bind(config.http_bind).await.with_context(|| {
+        format!("cannot listen on {} (GRIDMESH_HTTP_BIND / --http-bind)", config.http_bind)
+    })?;
     let service = serve::start(&config, role).await?;
     service.run(listener, serve::shutdown_signal(), config.shutdown_grace).await
 }

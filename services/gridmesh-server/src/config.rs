@@ -93,11 +93,7 @@ pub struct ServeConfig {
     pub mqtt_url: MqttUrl,
 
     /// MQTT client id prefix; a random suffix keeps replicas apart.
-    #[arg(
-        long,
-        env = "GRIDMESH_MQTT_CLIENT_ID",
-        default_value = "gridmesh-server"
-    )]
+    #[arg(long, env = "GRIDMESH_MQTT_CLIENT_ID", default_value = "gridmesh-server")]
     pub mqtt_client_id: String,
 
     /// Seconds to let in-flight requests finish after SIGTERM before exiting.
@@ -225,11 +221,7 @@ impl SecretUrl {
             let pairs: Vec<(String, String)> = u
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k == "password" {
-                        "***".to_owned()
-                    } else {
-                        v.into_owned()
-                    };
+                    let v = if k == "password" { "***".to_owned() } else { v.into_owned() };
                     (k.into_owned(), v)
                 })
                 .collect();
@@ -314,18 +306,12 @@ fn parse_mqtt_url(s: &str) -> Result<MqttUrl, String> {
         }
         other => return Err(format!("unknown scheme {other:?}; {MQTT_FORM}")),
     }
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("no host; {MQTT_FORM}"))?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("no host; {MQTT_FORM}"))?;
     if url.path() != "" && url.path() != "/" {
         return Err(format!("unexpected path {:?}; {MQTT_FORM}", url.path()));
     }
     Ok(MqttUrl {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
+        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
         port: url.port().unwrap_or(1883),
         username: Some(decode(url.username())).filter(|u| !u.is_empty()),
         password: url.password().map(decode),
@@ -334,9 +320,7 @@ fn parse_mqtt_url(s: &str) -> Result<MqttUrl, String> {
 
 /// URL user and password parts arrive percent-encoded (`p%40ss` for `p@ss`).
 fn decode(part: &str) -> String {
-    percent_encoding::percent_decode_str(part)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned()
 }
 
 /// A value parser whose errors name the setting and the expected form but never repeat the
@@ -356,23 +340,15 @@ impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Secre
         let name = arg.map_or_else(
             || "value".to_owned(),
             |a| {
-                let env = a
-                    .get_env()
-                    .map(|e| format!(" ({})", e.to_string_lossy()))
-                    .unwrap_or_default();
+                let env = a.get_env().map(|e| format!(" ({})", e.to_string_lossy())).unwrap_or_default();
                 format!("{a}{env}")
             },
         );
         let fail = |reason: String| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("invalid {name}: {reason}\n"),
-            )
-            .with_cmd(cmd)
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("invalid {name}: {reason}\n"))
+                .with_cmd(cmd)
         };
-        let text = value
-            .to_str()
-            .ok_or_else(|| fail("not valid UTF-8".into()))?;
+        let text = value.to_str().ok_or_else(|| fail("not valid UTF-8".into()))?;
         (self.0)(text).map_err(fail)
     }
 }
@@ -383,8 +359,7 @@ fn parse_database_url(s: &str) -> Result<SecretUrl, String> {
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(format!("unknown scheme {:?}; {FORM}", url.scheme()));
     }
-    if url.host_str().is_none_or(str::is_empty) && !url.query().is_some_and(|q| q.contains("host="))
-    {
+    if url.host_str().is_none_or(str::is_empty) && !url.query().is_some_and(|q| q.contains("host=")) {
         return Err(format!("no host; {FORM}"));
     }
     Ok(SecretUrl(url))
@@ -435,27 +410,11 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_expected_form() {
-        assert!(
-            parse_mqtt_url("localhost:1883")
-                .unwrap_err()
-                .contains("expected mqtt://")
-        );
-        assert!(
-            parse_mqtt_url("http://x")
-                .unwrap_err()
-                .contains("unknown scheme")
-        );
+        assert!(parse_mqtt_url("localhost:1883").unwrap_err().contains("expected mqtt://"));
+        assert!(parse_mqtt_url("http://x").unwrap_err().contains("unknown scheme"));
         assert!(parse_mqtt_url("mqtts://x").unwrap_err().contains("TLS"));
-        assert!(
-            parse_database_url("mysql://x/y")
-                .unwrap_err()
-                .contains("expected postgres://")
-        );
-        assert!(
-            parse_seconds("soon")
-                .unwrap_err()
-                .contains("whole number of seconds")
-        );
+        assert!(parse_database_url("mysql://x/y").unwrap_err().contains("expected postgres://"));
+        assert!(parse_seconds("soon").unwrap_err().contains("whole number of seconds"));
         assert_eq!(parse_seconds("15s").unwrap(), Duration::from_secs(15));
     }
 
@@ -470,9 +429,7 @@ mod tests {
             "mqtt://broker:1884",
         ])
         .unwrap();
-        let Command::Serve(cfg) = cli.command else {
-            panic!("expected serve")
-        };
+        let Command::Serve(cfg) = cli.command else { panic!("expected serve") };
         assert_eq!(cfg.http_bind.port(), 9000);
         assert_eq!(cfg.mqtt_url.host, "broker");
         assert_eq!(cfg.mqtt_url.port, 1884);

@@ -102,9 +102,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadBody(_, s) if *s == StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
-            ApiError::BadBody(_, s) if *s == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                "unsupported-media-type"
-            }
+            ApiError::BadBody(_, s) if *s == StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
             ApiError::BadBody(..) => "malformed-body",
             ApiError::BadQuery(_) => "malformed-query",
             ApiError::BadPath(_) => "malformed-path",
@@ -121,10 +119,7 @@ impl ApiError {
 
     /// Shorthand for [`ApiError::Invalid`].
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        ApiError::Invalid { field: field.into(), message: message.into() }
     }
 }
 
@@ -148,10 +143,7 @@ pub(crate) fn problem_response(
         obj.extend(more);
     }
     let mut response = (status, axum::Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
 }
 
@@ -165,10 +157,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = problem_response(status, self.code(), self.to_string(), None);
         if matches!(self, ApiError::Unauthenticated(_)) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"gridmesh\""),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"gridmesh\""));
         }
         response
     }
@@ -179,8 +170,9 @@ impl From<DbError> for ApiError {
         match e {
             DbError::Unavailable(_) => ApiError::Unavailable(e),
             DbError::Invalid { field, reason } => ApiError::invalid(field, reason),
-            DbError::Constraint { ref constraint, .. } => constraint_error(constraint)
-                .unwrap_or_else(|| ApiError::Internal(anyhow::Error::new(e))),
+            DbError::Constraint { ref constraint, .. } => {
+                constraint_error(constraint).unwrap_or_else(|| ApiError::Internal(anyhow::Error::new(e)))
+            }
             other => ApiError::Internal(anyhow::Error::new(other)),
         }
     }
@@ -216,10 +208,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
 fn json_rejection(r: &JsonRejection) -> ApiError {
     let detail = match r {
-        JsonRejection::JsonDataError(e) => format!(
-            "the JSON body does not match the expected shape: {}",
-            e.body_text()
-        ),
+        JsonRejection::JsonDataError(e) => {
+            format!("the JSON body does not match the expected shape: {}", e.body_text())
+        }
         JsonRejection::JsonSyntaxError(e) => {
             format!("the body is not valid JSON: {}", e.body_text())
         }
@@ -245,12 +236,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| Query(q.0))
-            .map_err(|r: QueryRejection| {
-                ApiError::BadQuery(format!("the query string is invalid: {}", r.body_text()))
-            })
+        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|q| Query(q.0)).map_err(
+            |r: QueryRejection| ApiError::BadQuery(format!("the query string is invalid: {}", r.body_text())),
+        )
     }
 }
 
@@ -262,11 +250,8 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| Path(p.0))
-            .map_err(|r: PathRejection| {
-                ApiError::BadPath(format!("a path parameter is invalid: {}", r.body_text()))
-            })
+        axum::extract::Path::<T>::from_request_parts(parts, state).await.map(|p| Path(p.0)).map_err(
+            |r: PathRejection| ApiError::BadPath(format!("a path parameter is invalid: {}", r.body_text())),
+        )
     }
 }

@@ -23,9 +23,7 @@ tokio::task_local! {
 /// The id of the request being handled (a fresh one outside a request).
 #[must_use]
 pub fn current_request_id() -> Uuid {
-    REQUEST_ID
-        .try_with(|id| *id)
-        .unwrap_or_else(|_| Uuid::new_v4())
+    REQUEST_ID.try_with(|id| *id).unwrap_or_else(|_| Uuid::new_v4())
 }
 
 /// The whole HTTP application.
@@ -79,17 +77,11 @@ async fn observe(req: Request, next: Next) -> Response {
         client_request_id = client_request_id.as_deref(),
         user_id = tracing::field::Empty
     );
-    let mut response = REQUEST_ID
-        .scope(request_id, next.run(req).instrument(span.clone()))
-        .await;
+    let mut response = REQUEST_ID.scope(request_id, next.run(req).instrument(span.clone())).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1e3,
-            "request done"
-        );
+        tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1e3, "request done");
     });
     crate::metrics::record_request(method.as_str(), &route, status, elapsed);
     if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
@@ -119,11 +111,7 @@ const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// per-check details) otherwise, so a load balancer stops sending traffic.
 async fn readyz(State(state): State<AppState>) -> Response {
     let started = Instant::now();
-    let db = tokio::time::timeout(
-        DB_CHECK_TIMEOUT,
-        sqlx::query("SELECT 1").execute(&state.pool),
-    )
-    .await;
+    let db = tokio::time::timeout(DB_CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool)).await;
     let db_check = match db {
         Ok(Ok(_)) => json!({ "ok": true, "latency_ms": started.elapsed().as_millis() as u64 }),
         Ok(Err(e)) => {
@@ -167,10 +155,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus text exposition of every metric.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
         state.metrics.render(),
     )
 }

@@ -13,7 +13,10 @@ use gridmesh_wire::KeyPair;
 pub fn load_or_create(path: &Path) -> anyhow::Result<KeyPair> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(text.trim()).with_context(|| {
-            format!("{} (GRIDMESH_SERVER_KEY_FILE / --server-key-file) must hold the key seed as 64 hex digits", path.display())
+            format!(
+                "{} (GRIDMESH_SERVER_KEY_FILE / --server-key-file) must hold the key seed as 64 hex digits",
+                path.display()
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = KeyPair::generate().context("creating the server key")?;
@@ -24,7 +27,9 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<KeyPair> {
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path).with_context(|| format!("creating the server key file {}", path.display()))?;
+            let mut file = options
+                .open(path)
+                .with_context(|| format!("creating the server key file {}", path.display()))?;
             writeln!(file, "{}", hex::encode(key.seed())).context("writing the server key")?;
             tracing::info!(path = %path.display(), public_key = %key.public(), "server key created");
             Ok(key)

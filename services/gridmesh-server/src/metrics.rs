@@ -16,18 +16,14 @@ pub fn install() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full("http_request_duration_seconds".into()),
-                    &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    ],
+                    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed, in which case ours stays unused.
             if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!(
-                    "a metrics recorder was already installed; /metrics shows only defaults"
-                );
+                tracing::warn!("a metrics recorder was already installed; /metrics shows only defaults");
             }
             metrics::describe_counter!(
                 "http_requests_total",
@@ -41,10 +37,7 @@ pub fn install() -> PrometheusHandle {
                 "gridmesh_database_up",
                 "1 when the last readiness check reached the database"
             );
-            metrics::describe_gauge!(
-                "gridmesh_broker_connected",
-                "1 while the MQTT broker link is up"
-            );
+            metrics::describe_gauge!("gridmesh_broker_connected", "1 while the MQTT broker link is up");
             metrics::describe_gauge!("gridmesh_build_info", "Always 1; labels carry the version");
             metrics::gauge!("gridmesh_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
@@ -54,14 +47,9 @@ pub fn install() -> PrometheusHandle {
 
 /// Counts and times one answered request.
 pub fn record_request(method: &str, route: &str, status: u16, elapsed: Duration) {
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route.to_owned()),
-        ("status", status.to_string()),
-    ];
+    let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels[..2])
-        .record(elapsed.as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
 }
 
 /// Records the outcome of a readiness check.

@@ -65,10 +65,7 @@ pub struct Service {
 /// # Errors
 /// When the database stays unreachable, with the URL (password hidden) and the last reason.
 pub async fn connect_db(cfg: &DbConfig) -> anyhow::Result<Pool> {
-    let options = ConnectOptions {
-        max_connections: cfg.db_max_connections,
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions { max_connections: cfg.db_max_connections, ..ConnectOptions::default() };
     tracing::info!(database = %cfg.database_url, "connecting to the database");
     let url = &cfg.database_url;
     gridmesh_db::connect_with_retry(url.expose(), &options, cfg.db_connect_timeout).await.map_err(|e| {
@@ -89,23 +86,17 @@ pub async fn connect_db(cfg: &DbConfig) -> anyhow::Result<Pool> {
 /// # Errors
 /// When a migration fails; the service must not run on a half-migrated schema.
 pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
-    gridmesh_db::migrate(pool)
-        .await
-        .context("applying database migrations")?;
-    tracing::info!(
-        applied = gridmesh_db::MIGRATOR.iter().count(),
-        "database schema is up to date"
-    );
+    gridmesh_db::migrate(pool).await.context("applying database migrations")?;
+    tracing::info!(applied = gridmesh_db::MIGRATOR.iter().count(), "database schema is up to date");
     Ok(())
 }
 
 /// Makes sure telemetry partitions exist from yesterday to a week ahead.
 async fn ensure_partitions(pool: &Pool) -> anyhow::Result<()> {
     let yesterday = Utc::now().date_naive() - chrono::Days::new(1);
-    let created =
-        gridmesh_db::ensure_telemetry_partitions(pool, yesterday, PARTITION_DAYS_AHEAD + 2)
-            .await
-            .context("creating telemetry partitions")?;
+    let created = gridmesh_db::ensure_telemetry_partitions(pool, yesterday, PARTITION_DAYS_AHEAD + 2)
+        .await
+        .context("creating telemetry partitions")?;
     if created > 0 {
         tracing::info!(created, "telemetry partitions created");
     }
@@ -134,7 +125,10 @@ pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> 
             loop {
                 every.tick().await;
                 if let Err(e) = ensure_partitions(&pool).await {
-                    tracing::warn!(error = format!("{e:#}"), "partition maintenance failed; retrying in an hour");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "partition maintenance failed; retrying in an hour"
+                    );
                 }
             }
         })
@@ -174,7 +168,13 @@ impl Service {
     /// Wraps a state with no background jobs (tests).
     #[must_use]
     pub fn from_state(state: AppState) -> Self {
-        Self { state, role: Role::Serve, jobs: Vec::new(), workers: Vec::new(), stop: watch::channel(false).0 }
+        Self {
+            state,
+            role: Role::Serve,
+            jobs: Vec::new(),
+            workers: Vec::new(),
+            stop: watch::channel(false).0,
+        }
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then lets in-flight requests
@@ -188,9 +188,7 @@ impl Service {
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> anyhow::Result<()> {
-        let addr = listener
-            .local_addr()
-            .context("reading the listening address")?;
+        let addr = listener.local_addr().context("reading the listening address")?;
         tracing::info!(%addr, "gridmesh listening");
         let app = match self.role {
             Role::Serve => crate::http::router(self.state.clone()),

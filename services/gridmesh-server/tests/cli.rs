@@ -47,34 +47,22 @@ fn help_explains_the_subcommands() {
         assert!(text.contains(needle), "--help lacks {needle}: {text}");
     }
     let serve = String::from_utf8(run(&["serve", "--help"]).stdout).unwrap();
-    for needle in [
-        "GRIDMESH_DATABASE_URL",
-        "GRIDMESH_MQTT_URL",
-        "GRIDMESH_HTTP_BIND",
-        "GRIDMESH_LOG_FORMAT",
-    ] {
+    for needle in ["GRIDMESH_DATABASE_URL", "GRIDMESH_MQTT_URL", "GRIDMESH_HTTP_BIND", "GRIDMESH_LOG_FORMAT"]
+    {
         assert!(serve.contains(needle), "serve --help lacks {needle}");
     }
 }
 
 #[test]
 fn passwords_never_reach_help_or_error_output() {
-    let env = [
-        ("GRIDMESH_DATABASE_URL", "postgres://a:hunter2@h/d"),
-        ("GRIDMESH_MQTT_URL", "mqtt://u:hunter2@b"),
-    ];
+    let env =
+        [("GRIDMESH_DATABASE_URL", "postgres://a:hunter2@h/d"), ("GRIDMESH_MQTT_URL", "mqtt://u:hunter2@b")];
     let help = run_with(&["serve", "--help"], &env);
     assert!(help.status.success());
     assert!(!String::from_utf8_lossy(&help.stdout).contains("hunter2"));
-    let bad = run_with(
-        &["migrate"],
-        &[("GRIDMESH_DATABASE_URL", "mysql://u:hunter2@x/y")],
-    );
+    let bad = run_with(&["migrate"], &[("GRIDMESH_DATABASE_URL", "mysql://u:hunter2@x/y")]);
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        err.contains("expected postgres://") && !err.contains("hunter2"),
-        "{err}"
-    );
+    assert!(err.contains("expected postgres://") && !err.contains("hunter2"), "{err}");
 }
 
 #[test]
@@ -92,36 +80,21 @@ fn configuration_errors_name_the_setting_and_the_expected_form() {
     // (arguments, environment, what stderr must say)
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
     let cases: [Case<'_>; 4] = [
-        (
-            &["serve", "--mqtt-url", "localhost:1883"],
-            &[],
-            &["--mqtt-url", "expected mqtt://"],
-        ),
+        (&["serve", "--mqtt-url", "localhost:1883"], &[], &["--mqtt-url", "expected mqtt://"]),
         (
             &["migrate"],
             &[("GRIDMESH_DATABASE_URL", "mysql://db/x")],
             &["--database-url", "expected postgres://"],
         ),
-        (
-            &["serve"],
-            &[("GRIDMESH_HTTP_BIND", "everywhere")],
-            &["--http-bind"],
-        ),
-        (
-            &["--log-filter", "info,[[", "migrate"],
-            &[],
-            &["GRIDMESH_LOG", "not a valid filter"],
-        ),
+        (&["serve"], &[("GRIDMESH_HTTP_BIND", "everywhere")], &["--http-bind"]),
+        (&["--log-filter", "info,[[", "migrate"], &[], &["GRIDMESH_LOG", "not a valid filter"]),
     ];
     for (args, env, needles) in cases {
         let out = run_with(args, env);
         assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         for needle in needles {
-            assert!(
-                err.contains(needle),
-                "{args:?} {env:?}: {err:?} lacks {needle:?}"
-            );
+            assert!(err.contains(needle), "{args:?} {env:?}: {err:?} lacks {needle:?}");
         }
     }
 }
@@ -130,29 +103,18 @@ fn configuration_errors_name_the_setting_and_the_expected_form() {
 fn an_unreachable_database_fails_clearly_after_a_bounded_time() {
     let started = Instant::now();
     // Port 9 (discard) on loopback: nothing listens there.
-    let out = run(&[
-        "migrate",
-        "--database-url",
-        "postgres://u:sekret@127.0.0.1:9/x",
-        "--db-connect-timeout",
-        "2",
-    ]);
+    let out =
+        run(&["migrate", "--database-url", "postgres://u:sekret@127.0.0.1:9/x", "--db-connect-timeout", "2"]);
     let elapsed = started.elapsed();
     assert!(!out.status.success());
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("could not connect to the database") && err.contains("within 2 s"),
-        "{err}"
-    );
+    assert!(err.contains("could not connect to the database") && err.contains("within 2 s"), "{err}");
     assert!(
         err.contains("u:***@127.0.0.1:9") && !err.contains("sekret"),
         "password leaked or URL missing: {err}"
     );
-    assert!(
-        err.contains("database not reachable yet"),
-        "retries are logged: {err}"
-    );
+    assert!(err.contains("database not reachable yet"), "retries are logged: {err}");
 }
 
 #[sqlx::test(migrations = false)]
@@ -169,8 +131,7 @@ async fn serve_migrates_a_fresh_database_and_stops_on_sigterm(pool: PgPool) {
         ])
         .env(
             "GRIDMESH_MQTT_URL",
-            std::env::var("GRIDMESH_TEST_MQTT_URL")
-                .unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into()),
+            std::env::var("GRIDMESH_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into()),
         )
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -180,15 +141,11 @@ async fn serve_migrates_a_fresh_database_and_stops_on_sigterm(pool: PgPool) {
     let mut log = Vec::new();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
             log.push(v.clone());
             if v["message"] == "gridmesh listening" {
-                return v["addr"]
-                    .as_str()
-                    .unwrap()
-                    .parse::<std::net::SocketAddr>()
-                    .unwrap();
+                return v["addr"].as_str().unwrap().parse::<std::net::SocketAddr>().unwrap();
             }
         }
         panic!("server exited before listening: {log:?}");
@@ -207,13 +164,7 @@ async fn serve_migrates_a_fresh_database_and_stops_on_sigterm(pool: PgPool) {
     assert_eq!(tables, 3);
 
     let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("exits after SIGTERM")
@@ -223,91 +174,31 @@ async fn serve_migrates_a_fresh_database_and_stops_on_sigterm(pool: PgPool) {
     while let Ok(Some(line)) = lines.next_line().await {
         rest.push(line);
     }
-    assert!(
-        rest.iter().any(|l| l.contains("gridmesh stopped")),
-        "{rest:?}"
-    );
+    assert!(rest.iter().any(|l| l.contains("gridmesh stopped")), "{rest:?}");
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn operators_bootstrap_users_and_tokens_from_the_command_line(pool: PgPool) {
     let url = database_url(&pool);
-    let out = run(&[
-        "user",
-        "add",
-        "--database-url",
-        &url,
-        "--name",
-        "First Operator",
-        "--role",
-        "operator",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&["user", "add", "--database-url", &url, "--name", "First Operator", "--role", "operator"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let user_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
 
-    let out = run(&[
-        "token",
-        "issue",
-        "--database-url",
-        &url,
-        "--user",
-        &user_id,
-        "--label",
-        "laptop",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&["token", "issue", "--database-url", &url, "--user", &user_id, "--label", "laptop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let caller = gridmesh_db::authenticate(&pool, &token)
-        .await
-        .unwrap()
-        .expect("the printed token works");
+    let caller = gridmesh_db::authenticate(&pool, &token).await.unwrap().expect("the printed token works");
     assert_eq!(caller.role, Role::Operator);
     assert_eq!(caller.user_id.to_string(), user_id);
 
     let out = run(&["user", "list", "--database-url", &url, "--role", "operator"]);
-    assert!(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .contains("First Operator")
-    );
+    assert!(String::from_utf8(out.stdout).unwrap().contains("First Operator"));
 
-    let out = run(&[
-        "user",
-        "add",
-        "--database-url",
-        &url,
-        "--name",
-        "x",
-        "--role",
-        "king",
-    ]);
+    let out = run(&["user", "add", "--database-url", &url, "--name", "x", "--role", "king"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("expected one of homeowner")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("expected one of homeowner"));
 
-    let out = run(&[
-        "token",
-        "issue",
-        "--database-url",
-        &url,
-        "--user",
-        &uuid::Uuid::new_v4().to_string(),
-    ]);
+    let out = run(&["token", "issue", "--database-url", &url, "--user", &uuid::Uuid::new_v4().to_string()]);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("no user with id")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("no user with id"));
 }

@@ -33,45 +33,22 @@ async fn health_readiness_and_metrics_answer(pool: PgPool) {
 
     let metrics = get(server.addr, "/metrics").await;
     assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
     assert!(
-        metrics
-            .header("content-type")
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    assert!(
-        metrics
-            .body
-            .contains(r#"http_requests_total{method="GET",route="/healthz",status="200"}"#),
+        metrics.body.contains(r#"http_requests_total{method="GET",route="/healthz",status="200"}"#),
         "{}",
         metrics.body
     );
-    assert!(
-        metrics
-            .body
-            .contains("http_request_duration_seconds_bucket"),
-        "{}",
-        metrics.body
-    );
-    assert!(
-        metrics.body.contains("gridmesh_database_up 1"),
-        "{}",
-        metrics.body
-    );
-    assert!(
-        metrics.body.contains("gridmesh_broker_connected 1"),
-        "{}",
-        metrics.body
-    );
+    assert!(metrics.body.contains("http_request_duration_seconds_bucket"), "{}", metrics.body);
+    assert!(metrics.body.contains("gridmesh_database_up 1"), "{}", metrics.body);
+    assert!(metrics.body.contains("gridmesh_broker_connected 1"), "{}", metrics.body);
     server.stop().await;
 }
 
 /// A pool that reaches the test database through `proxy`.
 async fn pool_through(proxy: &Proxy, direct: &PgPool) -> PgPool {
-    let options: PgConnectOptions = (*direct.connect_options())
-        .clone()
-        .host("127.0.0.1")
-        .port(proxy.addr.port());
+    let options: PgConnectOptions =
+        (*direct.connect_options()).clone().host("127.0.0.1").port(proxy.addr.port());
     PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(1))
@@ -84,11 +61,7 @@ async fn upstream(url: &str, default_port: u16) -> std::net::SocketAddr {
     let url = url::Url::parse(url).unwrap();
     let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = url.port().unwrap_or(default_port);
-    tokio::net::lookup_host((host, port))
-        .await
-        .unwrap()
-        .next()
-        .unwrap()
+    tokio::net::lookup_host((host, port)).await.unwrap().next().unwrap()
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
@@ -99,25 +72,14 @@ async fn readyz_reports_the_database_down_and_back(pool: PgPool) {
 
     proxy.cut();
     let down = wait_for_status(server.addr, "/readyz", 503, Duration::from_secs(10)).await;
-    assert_eq!(
-        down.header("content-type"),
-        Some("application/problem+json")
-    );
+    assert_eq!(down.header("content-type"), Some("application/problem+json"));
     let body = down.json();
     assert_eq!(body["status"], 503);
     assert_eq!(body["type"], "urn:gridmesh:problem:not-ready");
     assert_eq!(body["checks"]["database"]["ok"], false);
     assert_eq!(body["checks"]["broker"]["ok"], true);
-    assert!(
-        body["detail"].as_str().unwrap().contains("database"),
-        "{body}"
-    );
-    assert!(
-        get(server.addr, "/metrics")
-            .await
-            .body
-            .contains("gridmesh_database_up 0")
-    );
+    assert!(body["detail"].as_str().unwrap().contains("database"), "{body}");
+    assert!(get(server.addr, "/metrics").await.body.contains("gridmesh_database_up 0"));
     // Liveness does not depend on the database.
     assert_eq!(get(server.addr, "/healthz").await.status, 200);
 
@@ -129,13 +91,9 @@ async fn readyz_reports_the_database_down_and_back(pool: PgPool) {
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn readyz_reports_the_broker_down_and_back(pool: PgPool) {
     let broker = mqtt_url();
-    let proxy =
-        Proxy::start(upstream(&format!("mqtt://{}:{}", broker.host, broker.port), 1883).await)
-            .await;
+    let proxy = Proxy::start(upstream(&format!("mqtt://{}:{}", broker.host, broker.port), 1883).await).await;
     let via_proxy: gridmesh_server::config::MqttUrl =
-        format!("mqtt://127.0.0.1:{}", proxy.addr.port())
-            .parse()
-            .unwrap();
+        format!("mqtt://127.0.0.1:{}", proxy.addr.port()).parse().unwrap();
     let server = Server::start(pool, &via_proxy).await;
     wait_for_status(server.addr, "/readyz", 200, Duration::from_secs(10)).await;
 
@@ -153,39 +111,23 @@ async fn readyz_reports_the_broker_down_and_back(pool: PgPool) {
 /// Checks the RFC 7807 shape and that `instance` is the request id of the answer.
 fn assert_problem(answer: &common::Answer, status: u16, kind: &str, detail_has: &str) {
     assert_eq!(answer.status, status, "{}", answer.body);
-    assert_eq!(
-        answer.header("content-type"),
-        Some("application/problem+json"),
-        "{answer:?}"
-    );
+    assert_eq!(answer.header("content-type"), Some("application/problem+json"), "{answer:?}");
     let body = answer.json();
     assert_eq!(body["status"], status);
     assert_eq!(body["type"], format!("urn:gridmesh:problem:{kind}"));
     assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()));
     let detail = body["detail"].as_str().unwrap();
-    assert!(
-        detail.contains(detail_has),
-        "detail {detail:?} lacks {detail_has:?}"
-    );
+    assert!(detail.contains(detail_has), "detail {detail:?} lacks {detail_has:?}");
     let id = answer.header("x-request-id").unwrap();
     assert_eq!(body["instance"], format!("urn:uuid:{id}"));
 }
 
 async fn operator_token(pool: &PgPool) -> String {
-    let op = gridmesh_db::create_user(
-        pool,
-        &NewUser {
-            name: "Ops".into(),
-            email: None,
-            role: Role::Operator,
-        },
-    )
-    .await
-    .unwrap();
-    gridmesh_db::issue_token(pool, op.id, "test", None)
-        .await
-        .unwrap()
-        .1
+    let op =
+        gridmesh_db::create_user(pool, &NewUser { name: "Ops".into(), email: None, role: Role::Operator })
+            .await
+            .unwrap();
+    gridmesh_db::issue_token(pool, op.id, "test", None).await.unwrap().1
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
@@ -194,23 +136,10 @@ async fn every_error_is_problem_json(pool: PgPool) {
     let server = Server::start(pool, &mqtt_url()).await;
     let a = server.addr;
     let auth = format!("Bearer {token}");
-    let json_headers = [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ];
+    let json_headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
 
-    assert_problem(
-        &get(a, "/no/such/thing").await,
-        404,
-        "not-found",
-        "/no/such/thing",
-    );
-    assert_problem(
-        &request(a, "DELETE", "/healthz", &[], None).await,
-        405,
-        "method-not-allowed",
-        "method",
-    );
+    assert_problem(&get(a, "/no/such/thing").await, 404, "not-found", "/no/such/thing");
+    assert_problem(&request(a, "DELETE", "/healthz", &[], None).await, 405, "method-not-allowed", "method");
     assert_problem(
         &request(a, "POST", "/v1/users", &json_headers, Some("{\"name\": ")).await,
         400,
@@ -218,14 +147,7 @@ async fn every_error_is_problem_json(pool: PgPool) {
         "not valid JSON",
     );
     assert_problem(
-        &request(
-            a,
-            "POST",
-            "/v1/users",
-            &json_headers,
-            Some(r#"{"name":"x","role":"king"}"#),
-        )
-        .await,
+        &request(a, "POST", "/v1/users", &json_headers, Some(r#"{"name":"x","role":"king"}"#)).await,
         422,
         "malformed-body",
         "unknown variant `king`",
@@ -257,61 +179,30 @@ async fn every_error_is_problem_json(pool: PgPool) {
         "Content-Type: application/json",
     );
     assert_problem(
-        &request(
-            a,
-            "GET",
-            "/v1/users?limit=lots",
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .await,
+        &request(a, "GET", "/v1/users?limit=lots", &[("Authorization", auth.as_str())], None).await,
         400,
         "malformed-query",
         "limit",
     );
     assert_problem(
-        &request(
-            a,
-            "GET",
-            "/v1/users?limit=0",
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .await,
+        &request(a, "GET", "/v1/users?limit=0", &[("Authorization", auth.as_str())], None).await,
         422,
         "invalid-input",
         "limit: must be between 1 and 1000",
     );
     assert_problem(
-        &request(
-            a,
-            "GET",
-            "/v1/users/not-a-uuid",
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .await,
+        &request(a, "GET", "/v1/users/not-a-uuid", &[("Authorization", auth.as_str())], None).await,
         400,
         "malformed-path",
         "path parameter",
     );
     assert_problem(
-        &request(
-            a,
-            "POST",
-            "/v1/users",
-            &json_headers,
-            Some(r#"{"name":"   ","role":"utility"}"#),
-        )
-        .await,
+        &request(a, "POST", "/v1/users", &json_headers, Some(r#"{"name":"   ","role":"utility"}"#)).await,
         422,
         "invalid-input",
         "name",
     );
-    let big = format!(
-        r#"{{"name":"{}","role":"utility"}}"#,
-        "x".repeat(3 * 1024 * 1024)
-    );
+    let big = format!(r#"{{"name":"{}","role":"utility"}}"#, "x".repeat(3 * 1024 * 1024));
     assert_problem(
         &request(a, "POST", "/v1/users", &json_headers, Some(&big)).await,
         413,
@@ -324,19 +215,11 @@ async fn every_error_is_problem_json(pool: PgPool) {
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn tokens_identify_callers_and_roles_are_enforced(pool: PgPool) {
     let token = operator_token(&pool).await;
-    let homeowner = gridmesh_db::create_user(
-        &pool,
-        &NewUser {
-            name: "Hana".into(),
-            email: None,
-            role: Role::Homeowner,
-        },
-    )
-    .await
-    .unwrap();
-    let (_, homeowner_token) = gridmesh_db::issue_token(&pool, homeowner.id, "", None)
-        .await
-        .unwrap();
+    let homeowner =
+        gridmesh_db::create_user(&pool, &NewUser { name: "Hana".into(), email: None, role: Role::Homeowner })
+            .await
+            .unwrap();
+    let (_, homeowner_token) = gridmesh_db::issue_token(&pool, homeowner.id, "", None).await.unwrap();
     let server = Server::start(pool, &mqtt_url()).await;
     let a = server.addr;
     let op = format!("Bearer {token}");
@@ -344,19 +227,9 @@ async fn tokens_identify_callers_and_roles_are_enforced(pool: PgPool) {
 
     let none = get(a, "/v1/me").await;
     assert_problem(&none, 401, "unauthenticated", "missing Authorization");
-    assert_eq!(
-        none.header("www-authenticate"),
-        Some("Bearer realm=\"gridmesh\"")
-    );
+    assert_eq!(none.header("www-authenticate"), Some("Bearer realm=\"gridmesh\""));
     assert_problem(
-        &request(
-            a,
-            "GET",
-            "/v1/me",
-            &[("Authorization", "Bearer gmt_nope")],
-            None,
-        )
-        .await,
+        &request(a, "GET", "/v1/me", &[("Authorization", "Bearer gmt_nope")], None).await,
         401,
         "unauthenticated",
         "unknown",
@@ -374,33 +247,18 @@ async fn tokens_identify_callers_and_roles_are_enforced(pool: PgPool) {
     assert_eq!(me.json()["user_id"], homeowner.id.to_string());
 
     // A homeowner may see themselves but not manage accounts.
-    let own = request(
-        a,
-        "GET",
-        &format!("/v1/users/{}", homeowner.id),
-        &[("Authorization", ho.as_str())],
-        None,
-    )
-    .await;
+    let own =
+        request(a, "GET", &format!("/v1/users/{}", homeowner.id), &[("Authorization", ho.as_str())], None)
+            .await;
     assert_eq!(own.status, 200);
     assert_problem(
-        &request(
-            a,
-            "GET",
-            "/v1/users",
-            &[("Authorization", ho.as_str())],
-            None,
-        )
-        .await,
+        &request(a, "GET", "/v1/users", &[("Authorization", ho.as_str())], None).await,
         403,
         "forbidden",
         "operator",
     );
 
-    let json = [
-        ("Authorization", op.as_str()),
-        ("Content-Type", "application/json"),
-    ];
+    let json = [("Authorization", op.as_str()), ("Content-Type", "application/json")];
     let created = request(
         a,
         "POST",
@@ -425,73 +283,31 @@ async fn tokens_identify_callers_and_roles_are_enforced(pool: PgPool) {
         "email already exists",
     );
 
-    let listed = request(
-        a,
-        "GET",
-        "/v1/users?role=utility",
-        &[("Authorization", op.as_str())],
-        None,
-    )
-    .await;
+    let listed = request(a, "GET", "/v1/users?role=utility", &[("Authorization", op.as_str())], None).await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.json()["items"].as_array().unwrap().len(), 1);
 
-    let issued = request(
-        a,
-        "POST",
-        &format!("/v1/users/{utility_id}/tokens"),
-        &json,
-        Some(r#"{"label":"scada"}"#),
-    )
-    .await;
+    let issued =
+        request(a, "POST", &format!("/v1/users/{utility_id}/tokens"), &json, Some(r#"{"label":"scada"}"#))
+            .await;
     assert_eq!(issued.status, 201, "{}", issued.body);
     let secret = issued.json()["token"].as_str().unwrap().to_owned();
     let token_id = issued.json()["id"].as_str().unwrap().to_owned();
     let bearer = format!("Bearer {secret}");
-    let me = request(
-        a,
-        "GET",
-        "/v1/me",
-        &[("Authorization", bearer.as_str())],
-        None,
-    )
-    .await;
+    let me = request(a, "GET", "/v1/me", &[("Authorization", bearer.as_str())], None).await;
     assert_eq!(me.json()["role"], "utility");
 
     assert_problem(
-        &request(
-            a,
-            "POST",
-            &format!("/v1/users/{}/tokens", uuid::Uuid::new_v4()),
-            &json,
-            Some("{}"),
-        )
-        .await,
+        &request(a, "POST", &format!("/v1/users/{}/tokens", uuid::Uuid::new_v4()), &json, Some("{}")).await,
         404,
         "not-found",
         "user",
     );
 
-    let revoked = request(
-        a,
-        "DELETE",
-        &format!("/v1/tokens/{token_id}"),
-        &[("Authorization", op.as_str())],
-        None,
-    )
-    .await;
+    let revoked =
+        request(a, "DELETE", &format!("/v1/tokens/{token_id}"), &[("Authorization", op.as_str())], None)
+            .await;
     assert_eq!(revoked.status, 204);
-    assert_eq!(
-        request(
-            a,
-            "GET",
-            "/v1/me",
-            &[("Authorization", bearer.as_str())],
-            None
-        )
-        .await
-        .status,
-        401
-    );
+    assert_eq!(request(a, "GET", "/v1/me", &[("Authorization", bearer.as_str())], None).await.status, 401);
     server.stop().await;
 }

@@ -19,7 +19,8 @@ const SEE_ALL: &[Role] = &[Role::Operator, Role::Regulator];
 
 /// The site, if the caller may see it; "not found" otherwise, so ids cannot be probed.
 async fn visible_site(state: &AppState, caller: &Authenticated, id: SiteId) -> Result<Site, ApiError> {
-    let site = gridmesh_db::get_site(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound("site".into()))?;
+    let site =
+        gridmesh_db::get_site(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound("site".into()))?;
     if site.owner == caller.0.user_id || SEE_ALL.contains(&caller.0.role) {
         Ok(site)
     } else {
@@ -108,7 +109,9 @@ pub async fn latest(
     Path(id): Path<SiteId>,
 ) -> Result<Json<ReadingOut>, ApiError> {
     visible_site(&state, &caller, id).await?;
-    let r = gridmesh_db::latest_reading(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound("reading for this site".into()))?;
+    let r = gridmesh_db::latest_reading(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("reading for this site".into()))?;
     Ok(Json(r.into()))
 }
 
@@ -173,7 +176,10 @@ pub async fn site_gaps(
 }
 
 /// `GET /v1/ingest/gaps` (operator): every agent's gaps.
-pub async fn all_gaps(State(state): State<AppState>, caller: Authenticated) -> Result<Json<Vec<Gap>>, ApiError> {
+pub async fn all_gaps(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<Json<Vec<Gap>>, ApiError> {
     caller.require(&[Role::Operator])?;
     Ok(Json(gridmesh_db::gaps(&state.pool, None, 10_000).await?))
 }
@@ -243,16 +249,25 @@ pub async fn latest_all(
     Query(p): Query<LatestParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if caller.0.role == Role::Utility {
-        return Err(ApiError::Forbidden { needed: &[Role::Operator, Role::Regulator, Role::Homeowner, Role::Prosumer], have: Role::Utility });
+        return Err(ApiError::Forbidden {
+            needed: &[Role::Operator, Role::Regulator, Role::Homeowner, Role::Prosumer],
+            have: Role::Utility,
+        });
     }
     let limit = p.limit.unwrap_or(500);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
     let owner = (!SEE_ALL.contains(&caller.0.role)).then_some(caller.0.user_id);
-    let rows = gridmesh_db::latest_readings(&state.pool, &LatestFilter { owner, feeder: p.feeder, after: p.after, limit }).await?;
-    let next_after = (rows.len() == limit as usize).then(|| rows.last().map(|(s, _)| s.to_string())).flatten();
-    let items: Vec<SiteReading> = rows.into_iter().map(|(site, r)| SiteReading { site, reading: r.into() }).collect();
+    let rows = gridmesh_db::latest_readings(
+        &state.pool,
+        &LatestFilter { owner, feeder: p.feeder, after: p.after, limit },
+    )
+    .await?;
+    let next_after =
+        (rows.len() == limit as usize).then(|| rows.last().map(|(s, _)| s.to_string())).flatten();
+    let items: Vec<SiteReading> =
+        rows.into_iter().map(|(site, r)| SiteReading { site, reading: r.into() }).collect();
     Ok(Json(serde_json::json!({ "items": items, "next_after": next_after })))
 }
 
@@ -278,7 +293,8 @@ pub async fn enrol(
     if site.owner != caller.0.user_id && caller.0.role != Role::Operator {
         return Err(ApiError::Forbidden { needed: &[Role::Operator], have: caller.0.role });
     }
-    let key = PublicKey::from_hex(&body.public_key).map_err(|e| ApiError::invalid("public_key", e.to_string()))?;
+    let key =
+        PublicKey::from_hex(&body.public_key).map_err(|e| ApiError::invalid("public_key", e.to_string()))?;
     if body.name.chars().count() > 200 {
         return Err(ApiError::invalid("name", "must be at most 200 characters"));
     }
@@ -288,7 +304,10 @@ pub async fn enrol(
         _ => ApiError::from(e),
     })?;
     tracing::info!(site = %id, agent = %agent, "agent enrolled");
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "agent_id": agent, "site_id": id, "public_key": key.to_string() }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "agent_id": agent, "site_id": id, "public_key": key.to_string() })),
+    ))
 }
 
 /// `GET /v1/server-key`: the server's public key, for agents to verify what it signs.

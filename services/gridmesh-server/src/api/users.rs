@@ -39,15 +39,8 @@ pub async fn create(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
     }
-    let user = gridmesh_db::create_user(
-        &state.pool,
-        &NewUser {
-            name,
-            email: body.email,
-            role: body.role,
-        },
-    )
-    .await?;
+    let user =
+        gridmesh_db::create_user(&state.pool, &NewUser { name, email: body.email, role: body.role }).await?;
     tracing::info!(user_id = %user.id, role = %user.role, "user created");
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -78,18 +71,11 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
-    let items = gridmesh_db::list_users(
-        &state.pool,
-        &UserFilter {
-            role: params.role,
-            after: params.after,
-            limit,
-        },
-    )
-    .await?;
-    let next_after = (items.len() == limit as usize)
-        .then(|| items.last().map(|u| u.id.to_string()))
-        .flatten();
+    let items =
+        gridmesh_db::list_users(&state.pool, &UserFilter { role: params.role, after: params.after, limit })
+            .await?;
+    let next_after =
+        (items.len() == limit as usize).then(|| items.last().map(|u| u.id.to_string())).flatten();
     Ok(Json(Page { items, next_after }))
 }
 
@@ -102,10 +88,7 @@ pub async fn get_one(
     if caller.0.user_id != id {
         caller.require(OPERATOR)?;
     }
-    gridmesh_db::get_user(&state.pool, id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound("user".into()))
+    gridmesh_db::get_user(&state.pool, id).await?.map(Json).ok_or_else(|| ApiError::NotFound("user".into()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,8 +119,7 @@ pub async fn issue_token(
     if body.expires_at.is_some_and(|t| t <= Utc::now()) {
         return Err(ApiError::invalid("expires_at", "must be in the future"));
     }
-    let (meta, token) =
-        gridmesh_db::issue_token(&state.pool, id, &body.label, body.expires_at).await?;
+    let (meta, token) = gridmesh_db::issue_token(&state.pool, id, &body.label, body.expires_at).await?;
     tracing::info!(token_id = %meta.id, user_id = %id, "token issued");
     Ok((StatusCode::CREATED, Json(IssuedToken { meta, token })))
 }

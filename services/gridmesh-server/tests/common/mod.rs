@@ -1,11 +1,9 @@
 //! Helpers shared by the server's integration tests: a minimal HTTP/1.1 client, a TCP proxy
 //! that can cut a dependency off and bring it back, and a server started on port 0.
 
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(dead_code, unused_imports, reason = "each test binary uses a different subset")]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gridmesh_server::AppState;
@@ -15,7 +13,7 @@ use gridmesh_server::serve::Service;
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// An HTTP answer.
@@ -28,15 +26,11 @@ pub struct Answer {
 
 impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
 }
 
@@ -48,9 +42,7 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Answer {
-    let stream = TcpStream::connect(addr)
-        .await
-        .expect("connect to the server");
+    let stream = TcpStream::connect(addr).await.expect("connect to the server");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -88,20 +80,13 @@ pub async fn request(
     let text = String::from_utf8(raw).expect("UTF-8 answer");
     let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
     let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
+    let status: u16 =
+        lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    Answer { status, headers, body: body.to_owned() }
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Answer {
@@ -109,12 +94,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Answer {
 }
 
 /// Polls `path` until it answers `status`, or panics after `within`.
-pub async fn wait_for_status(
-    addr: SocketAddr,
-    path: &str,
-    status: u16,
-    within: Duration,
-) -> Answer {
+pub async fn wait_for_status(addr: SocketAddr, path: &str, status: u16, within: Duration) -> Answer {
     let deadline = Instant::now() + within;
     loop {
         let answer = get(addr, path).await;
@@ -131,68 +111,7 @@ pub async fn wait_for_status(
     }
 }
 
-/// A TCP proxy to `upstream` that can be cut (existing connections dropped, new ones closed at
-/// once) and restored: a dependency outage without stopping the shared service.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    cut: Arc<Notify>,
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(Notify::new());
-        let (up2, cut2) = (Arc::clone(&up), Arc::clone(&cut));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let cut = Arc::clone(&cut2);
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        () = cut.notified() => {}
-                    }
-                });
-            }
-        });
-        Self {
-            addr,
-            up,
-            cut,
-            task,
-        }
-    }
-
-    /// Drops every open connection and refuses new ones.
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.notify_waiters();
-    }
-
-    /// Accepts connections again.
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub use gridmesh_testkit::Proxy;
 
 /// The broker the tests use (`GRIDMESH_TEST_MQTT_URL`, default from `.cargo/config.toml`).
 pub fn mqtt_url() -> MqttUrl {
@@ -222,11 +141,7 @@ impl Server {
             },
             Duration::from_secs(2),
         ));
-        Self {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self { addr, stop: Some(stop), task: Some(task) }
     }
 
     /// Stops the server and waits for it to finish.

@@ -1,0 +1,139 @@
+//! A simulated neighbourhood in the database: one transformer, feeders of up to 25 homes,
+//! an owner, sites, agents and their enrolled keys. Ids and keys derive from the
+//! neighbourhood's name and the home's number, so provisioning again finds the same homes.
+
+use gridmesh_core::{
+    AgentId, BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, Role, Site, SiteId,
+    UserId, WattHours, Watts,
+};
+use gridmesh_db::Pool;
+use gridmesh_wire::KeyPair;
+use sha2::{Digest, Sha256};
+
+use crate::home::Home;
+
+/// Homes per feeder.
+pub const HOMES_PER_FEEDER: usize = 25;
+
+/// One provisioned home: who it is, its key, and where its sequence numbers continue.
+#[derive(Debug)]
+pub struct SimHome {
+    /// The site.
+    pub site: SiteId,
+    /// The agent.
+    pub agent: AgentId,
+    /// The agent's device key.
+    pub key: KeyPair,
+    /// The next sequence number to use.
+    pub next_seq: u64,
+    /// Its physics.
+    pub home: Home,
+}
+
+fn derive(name: &str, what: &str, n: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"gridmesh-sim\0");
+    h.update(name.as_bytes());
+    h.update([0]);
+    h.update(what.as_bytes());
+    h.update(n.to_be_bytes());
+    h.finalize().into()
+}
+
+fn id16(name: &str, what: &str, n: u64) -> [u8; 16] {
+    let b = derive(name, what, n);
+    let mut out = [0_u8; 16];
+    out.copy_from_slice(&b[..16]);
+    // Mark as a version 4 (random) UUID so the ids look like any other.
+    out[6] = (out[6] & 0x0f) | 0x40;
+    out[8] = (out[8] & 0x3f) | 0x80;
+    out
+}
+
+/// Creates (or finds) `homes` homes of the neighbourhood `name` around `centre`.
+///
+/// # Errors
+/// Database errors.
+pub async fn provision(
+    pool: &Pool,
+    name: &str,
+    homes: usize,
+    centre: GeoPoint,
+) -> anyhow::Result<Vec<SimHome>> {
+    let owner = UserId::from_bytes(id16(name, "owner", 0));
+    gridmesh_db::ensure_user(pool, owner, &format!("{name} residents"), Role::Prosumer).await?;
+    let transformer = GridNodeId::from_bytes(id16(name, "transformer", 0));
+    gridmesh_db::ensure_grid_node(
+        pool,
+        &GridNode {
+            id: transformer,
+            kind: GridNodeKind::Transformer,
+            parent: None,
+            name: format!("{name} substation"),
+            import_limit: Watts(400_000 * (homes as i64 / 100 + 1)),
+            export_limit: Watts(250_000 * (homes as i64 / 100 + 1)),
+        },
+    )
+    .await?;
+    let mut out = Vec::with_capacity(homes);
+    for i in 0..homes {
+        let n = i as u64;
+        let feeder_no = (i / HOMES_PER_FEEDER) as u64;
+        let feeder = GridNodeId::from_bytes(id16(name, "feeder", feeder_no));
+        if i % HOMES_PER_FEEDER == 0 {
+            gridmesh_db::ensure_grid_node(
+                pool,
+                &GridNode {
+                    id: feeder,
+                    kind: GridNodeKind::Feeder,
+                    parent: Some(transformer),
+                    name: format!("{name} feeder {}", feeder_no + 1),
+                    import_limit: Watts(150_000),
+                    export_limit: Watts(100_000),
+                },
+            )
+            .await?;
+        }
+        let seed = u64::from_be_bytes(derive(name, "seed", n)[..8].try_into().unwrap_or_default());
+        let rated_pv = Watts(4_000 + (seed % 7) as i64 * 1_000);
+        let battery = (seed % 3 != 0).then(|| BatterySpec {
+            capacity: WattHours(5_000 + (seed % 9) as i64 * 1_000),
+            max_charge: Watts(3_000 + (seed % 3) as i64 * 1_000),
+            max_discharge: Watts(3_000 + (seed % 3) as i64 * 1_000),
+        });
+        // Homes on a grid of streets, about 100 m apart.
+        let location = GeoPoint {
+            lat: centre.lat + (i / 20) as f64 * 0.001,
+            lon: centre.lon + (i % 20) as f64 * 0.0015,
+        };
+        let site = Site {
+            id: SiteId::from_bytes(id16(name, "site", n)),
+            owner,
+            feeder,
+            name: format!("{name} home {}", i + 1),
+            location: Some(location),
+            rated_pv,
+            battery,
+            grid: GridConnection { import_limit: Watts(17_000), export_limit: Watts(rated_pv.get()) },
+        };
+        gridmesh_db::ensure_site(pool, &site).await?;
+        let key = KeyPair::from_seed(derive(name, "key", n));
+        let agent = AgentId::from_bytes(id16(name, "agent", n));
+        let next_seq = gridmesh_db::ensure_agent(
+            pool,
+            agent,
+            site.id,
+            &format!("sim agent {}", i + 1),
+            *key.public().as_bytes(),
+        )
+        .await?;
+        out.push(SimHome {
+            site: site.id,
+            agent,
+            key,
+            next_seq,
+            home: Home::new(rated_pv, battery, location, seed),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,127 @@
+//! Test helpers: outages without disturbing the shared services.
+//!
+//! * [`Proxy`]: a TCP proxy in front of PostgreSQL or the broker that can be cut (open
+//!   connections dropped, new ones refused) and restored.
+//! * [`Mosquitto`]: a private broker on a free port that a test can stop and start again.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// A TCP proxy to an upstream address that can be cut and restored.
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts a proxy to `upstream` on a free loopback port.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(Notify::new());
+        let (up2, cut2) = (Arc::clone(&up), Arc::clone(&cut));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let cut = Arc::clone(&cut2);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up, cut, task }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A private Mosquitto broker on a free loopback port.
+pub struct Mosquitto {
+    /// Its port.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto -p PORT` on a free port and waits until it listens.
+    ///
+    /// # Panics
+    /// When mosquitto is not installed or does not start within 10 s.
+    pub async fn start() -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+            l.local_addr().expect("local address").port()
+        };
+        let mut me = Self { port, child: None };
+        me.restart().await;
+        me
+    }
+
+    /// Stops the broker (SIGKILL: a crash, not a clean shutdown).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the broker again on the same port.
+    ///
+    /// # Panics
+    /// When it does not listen within 10 s.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let child = Command::new("mosquitto")
+            .args(["-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mosquitto (scripts/setup installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("mosquitto did not listen on port {} within 10 s", self.port);
+    }
+}
