@@ -110,3 +110,13 @@ pub fn decode(bytes: &[u8]) -> Result<Signed, WireError> {
     let message = Message::decode_body(kind, &signed_part[HEADER_BYTES..])?;
     Ok(Signed { signer, message })
 }
+
+/// Decodes a body of `kind` without any envelope or signature: for fuzzing the body parser,
+/// which otherwise only sees signed input.
+///
+/// # Errors
+/// As [`decode`] for the body part.
+#[cfg(feature = "fuzzing")]
+pub fn decode_body_unverified(kind: u8, body: &[u8]) -> Result<Message, WireError> {
+    Message::decode_body(MessageKind::try_from(kind)?, body)
+}

@@ -261,7 +261,10 @@ impl Message {
         }
     }
 
-    pub(crate) fn encode_body(&self) -> Vec<u8> {
+    /// The canonical body bytes of this message (what the envelope carries between header and
+    /// signature).
+    #[must_use]
+    pub fn encode_body(&self) -> Vec<u8> {
         let mut w = Writer::default();
         match self {
             Message::Telemetry(b) => {

@@ -123,14 +123,14 @@ pub struct ReadingPage {
     next_after: Option<String>,
 }
 
-/// Cursor `{unix ms}:{agent}:{seq}` of the last row of a page.
+/// Cursor `{unix µs}:{agent}:{seq}` of the last row of a page (microseconds: what PostgreSQL keeps).
 fn parse_cursor(text: &str) -> Result<(DateTime<Utc>, AgentId, u64), ApiError> {
-    let bad = || ApiError::invalid("after", "is not a cursor from a previous page (expected ms:agent:seq)");
+    let bad = || ApiError::invalid("after", "is not a cursor from a previous page (expected µs:agent:seq)");
     let mut parts = text.splitn(3, ':');
-    let ms: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let micros: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     let agent: AgentId = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     let seq: u64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let at = DateTime::from_timestamp_millis(ms).ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
     Ok((at, agent, seq))
 }
 
@@ -148,7 +148,7 @@ pub async fn history(
     let after = w.after.as_deref().map(parse_cursor).transpose()?;
     let rows = gridmesh_db::site_readings(&state.pool, id, from, to, after, limit).await?;
     let next_after = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| format!("{}:{}:{}", r.reading.at.timestamp_millis(), r.agent, r.seq)))
+        .then(|| rows.last().map(|r| format!("{}:{}:{}", r.reading.at.timestamp_micros(), r.agent, r.seq)))
         .flatten();
     Ok(Json(ReadingPage { items: rows.into_iter().map(ReadingOut::from).collect(), next_after }))
 }
