@@ -1,6 +1,6 @@
-//! Ingest benchmark: simulated homes publish signed batches to Mosquitto as fast as ingest
-//! commits them; then the same number of rows goes into the same table with a raw `COPY`; then
-//! a fixed 10 000 readings/s load measures publish-to-commit latency.
+//! Ingest benchmark: a fixed 10 000 readings/s load measures publish-to-commit latency; then
+//! simulated homes publish signed batches to Mosquitto as fast as ingest commits them; then the
+//! same number of rows goes into the same table with a raw `COPY`.
 //!
 //! ```sh
 //! cargo bench -p gridmesh-ingest --bench ingest
@@ -56,6 +56,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).init();
+    }
     let homes_n: usize = env_or("BENCH_HOMES", 200);
     let batch: usize = env_or("BENCH_BATCH", 100);
     let seconds: u64 = env_or("BENCH_SECONDS", 30);
@@ -85,7 +88,32 @@ async fn main() {
         Publisher::connect(&host, port, &format!("bench-agents-{tag}"), Some(server_key.public()));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // 1. Throughput: keep up to 2000 batches in flight, as agents with a backlog would.
+    // 1. Latency at a fixed rate, on a calm system: batches of 10 readings spread evenly.
+    let per_batch = 10;
+    let batches_per_s = (latency_rate / per_batch).max(1);
+    let gap = Duration::from_secs_f64(1.0 / batches_per_s as f64);
+    let lat_started = Instant::now();
+    let mut next = Instant::now();
+    let mut k = 0_usize;
+    while lat_started.elapsed() < Duration::from_secs(latency_seconds) {
+        let n = homes.len();
+        let home = &mut homes[k % n];
+        k += 1;
+        let b = next_batch(home, Utc::now(), per_batch, chrono::Duration::milliseconds(100));
+        publisher.send(&home.key.clone(), b).await.unwrap();
+        next += gap;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    while publisher.pending() > 0 {
+        publisher.resend_older_than(Duration::from_secs(10)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut lat = publisher.take_stats().latencies;
+    lat.sort_unstable();
+
+    let _ = publisher.take_stats();
+
+    // 2. Throughput: keep up to 2000 batches in flight, as agents with a backlog would.
     let mut t = Utc::now() - chrono::Duration::days(1);
     let warmup = Duration::from_secs(3);
     let started = Instant::now();
@@ -113,8 +141,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM telemetry").fetch_one(&pool).await.unwrap();
+    eprintln!("ingest: {rate:.0} readings/s, {stored} stored");
 
-    // 2. Raw COPY of as many rows into the same (emptied) table: the ceiling for this machine.
+    // 3. Raw COPY of as many rows into the same (emptied) table: the ceiling for this machine.
     let copy_rows = stored as usize;
     let rows: String = {
         let mut out = String::with_capacity(copy_rows * 160);
@@ -154,6 +183,8 @@ async fn main() {
         out
     };
     sqlx::query("TRUNCATE telemetry").execute(&pool).await.unwrap();
+    let today = Utc::now().date_naive();
+    gridmesh_db::ensure_telemetry_partitions(&pool, today - chrono::Days::new(1), 4).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
     let copy_started = Instant::now();
     let mut copy = conn
@@ -169,30 +200,6 @@ async fn main() {
     copy.finish().await.unwrap();
     let copy_rate = copy_rows as f64 / copy_started.elapsed().as_secs_f64();
     drop(conn);
-
-    // 3. Latency at a fixed rate: batches of 10 readings, spread evenly over each second.
-    let _ = publisher.take_stats();
-    let per_batch = 10;
-    let batches_per_s = (latency_rate / per_batch).max(1);
-    let gap = Duration::from_secs_f64(1.0 / batches_per_s as f64);
-    let lat_started = Instant::now();
-    let mut next = Instant::now();
-    let mut k = 0_usize;
-    while lat_started.elapsed() < Duration::from_secs(latency_seconds) {
-        let n = homes.len();
-        let home = &mut homes[k % n];
-        k += 1;
-        let b = next_batch(home, Utc::now(), per_batch, chrono::Duration::milliseconds(100));
-        publisher.send(&home.key.clone(), b).await.unwrap();
-        next += gap;
-        tokio::time::sleep_until(next.into()).await;
-    }
-    while publisher.pending() > 0 {
-        publisher.resend_older_than(Duration::from_secs(10)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut lat = publisher.take_stats().latencies;
-    lat.sort_unstable();
 
     stop.send(true).unwrap();
     let _ = worker.await;
