@@ -472,8 +472,15 @@ impl Writer {
         metrics::counter!("gridmesh_ingest_readings_total", "result" => "flagged")
             .increment(flagged_count as u64);
         metrics::histogram!("gridmesh_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
-        let oldest_ms = group.iter().map(|(i, _)| (Utc::now() - i.received).num_milliseconds()).max().unwrap_or(0);
-        tracing::debug!(batches = group.len(), readings = rows.len(), store_ms = started.elapsed().as_secs_f64() * 1e3, oldest_ms, "group stored");
+        let oldest_ms =
+            group.iter().map(|(i, _)| (Utc::now() - i.received).num_milliseconds()).max().unwrap_or(0);
+        tracing::debug!(
+            batches = group.len(),
+            readings = rows.len(),
+            store_ms = started.elapsed().as_secs_f64() * 1e3,
+            oldest_ms,
+            "group stored"
+        );
         // Acknowledge after the commit: the broker may forget the publishes now, and the
         // agents may drop the readings from their disk buffers.
         for (i, (incoming, verdict)) in group.iter().enumerate() {
