@@ -317,24 +317,36 @@ impl Writer {
             return reject(self, Rejection::SiteMismatch, &format!("message names site {}", batch.site));
         }
         match self.key(signed.signer).await {
-            Ok(Some(key)) if key.agent == batch.agent && key.site == batch.site => Ok(Accepted { batch }),
-            Ok(Some(key)) => reject(
+            Some(key) if key.agent == batch.agent && key.site == batch.site => Ok(Accepted { batch }),
+            Some(key) => reject(
                 self,
                 Rejection::KeyMismatch,
                 &format!("key is enrolled for agent {} at site {}", key.agent, key.site),
             ),
-            Ok(None) => reject(
+            None => reject(
                 self,
                 Rejection::UnknownKey,
                 &format!("signer {} is not enrolled or revoked", signed.signer),
             ),
-            // The database is away: treat as unknown for now; the message stays unacknowledged
-            // only if we say so, so keep it simple and let the agent resend.
-            Err(e) => reject(self, Rejection::UnknownKey, &format!("key lookup failed: {e}")),
         }
     }
 
-    async fn key(&mut self, signer: PublicKey) -> Result<Option<AgentKey>, DbError> {
+    /// The enrolment of `signer`, from the cache or the database. While the database is away
+    /// this waits (nothing is acknowledged meanwhile, so nothing is lost).
+    async fn key(&mut self, signer: PublicKey) -> Option<AgentKey> {
+        loop {
+            match self.key_once(signer).await {
+                Ok(key) => return key,
+                Err(e) => {
+                    metrics::counter!("gridmesh_ingest_commit_retries_total").increment(1);
+                    self.log.warn("key_lookup_failed", "", &e.to_string());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn key_once(&mut self, signer: PublicKey) -> Result<Option<AgentKey>, DbError> {
         let ttl = self.config.cache_ttl;
         if let Some(c) = self.keys.get(&signer) {
             // Unknown keys are re-read sooner, so a fresh enrolment works quickly.
