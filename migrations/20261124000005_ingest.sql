@@ -61,15 +61,18 @@ CREATE TABLE site_period_counters (
 );
 
 -- Energy per site and period in Wh. A counter that ran backwards gives a negative delta here;
--- such periods carry the counter flag and settlement does not use them until resolved.
+-- such periods carry the counter flag and settlement does not use them until resolved. The
+-- energy of P starts from the last point of P-1, so P shows P-1's flags too, and counts as
+-- resolved only when both are reviewed.
 CREATE VIEW site_energy_15min AS
 SELECT
     c.site_id,
     c.period_start,
     c.readings,
     c.flagged,
-    c.flags,
-    c.resolved_at,
+    c.flags | coalesce(prev.flags, 0) AS flags,
+    CASE WHEN coalesce(prev.flags, 0) <> 0 AND prev.resolved_at IS NULL THEN NULL
+         ELSE c.resolved_at END AS resolved_at,
     c.last_grid_import_wh - coalesce(prev.last_grid_import_wh, c.first_grid_import_wh)
         AS imported_wh,
     c.last_grid_export_wh - coalesce(prev.last_grid_export_wh, c.first_grid_export_wh)

@@ -99,8 +99,8 @@ pub enum WireError {
         /// The limit.
         max: usize,
     },
-    /// The sequence range runs past 2^63 - 1, the largest sequence number storable.
-    #[error("sequence range starting at {first} with {count} readings runs past 9223372036854775807")]
+    /// The sequence range runs past 2^63 - 2, the largest sequence number storable.
+    #[error("sequence range starting at {first} with {count} readings runs past 9223372036854775806")]
     SequenceOverflow {
         /// First sequence number.
         first: u64,

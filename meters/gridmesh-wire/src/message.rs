@@ -7,8 +7,9 @@ use gridmesh_core::{
 use crate::WireError;
 use crate::codec::{Reader, Writer, check_time, mask};
 
-/// Largest sequence number: sequence numbers are stored as PostgreSQL `bigint`.
-pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// Largest sequence number: sequence numbers are stored as PostgreSQL `bigint`, and ranges of
+/// them as `int8range` with an exclusive upper bound, which must fit too.
+pub const MAX_SEQ: u64 = i64::MAX as u64 - 1;
 
 /// Most readings one telemetry batch may carry.
 pub const MAX_READINGS_PER_BATCH: usize = 4096;

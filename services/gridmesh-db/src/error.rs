@@ -49,6 +49,25 @@ impl DbError {
         }
     }
 
+    /// True when the same statement may succeed later: the database is unreachable, shutting
+    /// down, overloaded, read-only after a failover, or the transaction lost a deadlock or a
+    /// serialisation conflict. Not for bad data, which fails the same way every time.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Other(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                let code: &str = &code;
+                code.starts_with("08")       // connection exceptions
+                    || code.starts_with("53") // insufficient resources
+                    || code.starts_with("57P") // admin/crash shutdown, cannot connect now
+                    || matches!(code, "40001" | "40P01" | "57014" | "25006" | "55P03")
+            }),
+            DbError::Other(sqlx::Error::Protocol(_) | sqlx::Error::Io(_)) => true,
+            _ => false,
+        }
+    }
+
     /// True when the database could not be reached (worth retrying later).
     #[must_use]
     pub fn is_unavailable(&self) -> bool {

@@ -57,6 +57,7 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     if rows.is_empty() {
         return Ok(CommitReport::default());
     }
+    let total = rows.len() as u64;
     let pairs: Vec<(u64, &Reading)> = rows.iter().map(|r| (r.seq, r.reading)).collect();
     let days = storable_days(&pairs, Utc::now())?;
     for r in rows {
@@ -71,9 +72,21 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
         ensure_telemetry_partitions(pool, day, 1).await?;
     }
 
+    // A batch resent into the same write counts once; one sequence number with two different
+    // times inside the write is a reuse.
+    let mut seen = BTreeSet::new();
+    let rows: Vec<&IngestRow<'_>> =
+        rows.iter().filter(|r| seen.insert((r.agent, r.seq, r.reading.at))).collect();
+    let mut per_seq: BTreeMap<(AgentId, u64), usize> = BTreeMap::new();
+    for r in &rows {
+        *per_seq.entry((r.agent, r.seq)).or_default() += 1;
+    }
+    let mut reused: BTreeSet<(Uuid, i64)> =
+        per_seq.iter().filter(|(_, n)| **n > 1).map(|((a, s), _)| (a.0, *s as i64)).collect();
+
     // Per agent, the sequence numbers of this write as sorted spans.
     let mut seqs: BTreeMap<AgentId, BTreeSet<u64>> = BTreeMap::new();
-    for r in rows {
+    for r in &rows {
         seqs.entry(r.agent).or_default().insert(r.seq);
     }
     let spans: Vec<(AgentId, i64, i64)> = seqs
@@ -83,8 +96,15 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
 
     let mut tx = pool.begin().await?;
 
+    // Writers of the same agents (ingest replicas) take turns: lock their rows in id order.
+    let agents: Vec<Uuid> = seqs.keys().map(|a| a.0).collect();
+    sqlx::query("SELECT 1 FROM agent_sequences WHERE agent_id = ANY($1) ORDER BY agent_id FOR UPDATE")
+        .bind(&agents)
+        .execute(&mut *tx)
+        .await?;
+
     // Which agents already delivered some of these sequence numbers? Their rows may be replays
-    // (skipped) or reuses (flagged); everyone else's rows are all new.
+    // (skipped by the insert) or reuses (flagged).
     let overlapping: BTreeSet<Uuid> = sqlx::query_scalar(
         "SELECT DISTINCT t.agent_id FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS t(agent_id, f, l)
          JOIN agent_sequences s USING (agent_id)
@@ -98,29 +118,28 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     .into_iter()
     .collect();
 
-    let (fresh, maybe_old): (Vec<&IngestRow<'_>>, Vec<&IngestRow<'_>>) =
-        rows.iter().partition(|r| !overlapping.contains(&r.agent.0));
-    insert_rows(&mut tx, &fresh, false).await?;
-    let stored_now: BTreeSet<(Uuid, i64)> =
-        insert_rows(&mut tx, &maybe_old, true).await?.into_iter().collect();
+    // What the insert actually stored: the only rows that count.
+    // Times compare in microseconds, the precision PostgreSQL keeps.
+    let inserted: BTreeSet<(Uuid, i64, i64)> = insert_rows(&mut tx, &rows)
+        .await?
+        .into_iter()
+        .map(|(a, s, at)| (a, s, at.timestamp_micros()))
+        .collect();
 
-    // Of the rows just stored for overlapping agents, those whose sequence number was already
-    // delivered are reuses.
-    let candidates: Vec<(Uuid, i64)> = stored_now.iter().copied().collect();
-    let reused: BTreeSet<(Uuid, i64)> = if candidates.is_empty() {
-        BTreeSet::new()
-    } else {
-        sqlx::query_as::<_, (Uuid, i64)>(
+    // Rows just stored for agents that had delivered those sequence numbers before are reuses.
+    let candidates: Vec<(Uuid, i64)> =
+        inserted.iter().filter(|(a, _, _)| overlapping.contains(a)).map(|(a, s, _)| (*a, *s)).collect();
+    if !candidates.is_empty() {
+        let old: Vec<(Uuid, i64)> = sqlx::query_as(
             "SELECT t.agent_id, t.seq FROM UNNEST($1::uuid[], $2::int8[]) AS t(agent_id, seq)
              JOIN agent_sequences s USING (agent_id) WHERE s.ranges @> t.seq",
         )
         .bind(candidates.iter().map(|c| c.0).collect::<Vec<_>>())
         .bind(candidates.iter().map(|c| c.1).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect()
-    };
+        .await?;
+        reused.extend(old);
+    }
     if !reused.is_empty() {
         // Both readings of a reused sequence number are suspect: nobody can tell which device
         // is the genuine one. Flag the earlier one and its period too.
@@ -138,7 +157,8 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
         let periods: BTreeSet<(Uuid, DateTime<Utc>)> =
             touched.into_iter().map(|(s, at)| (s, gridmesh_core::Period::containing(at).start())).collect();
         sqlx::query(
-            "UPDATE site_period_counters c SET flags = c.flags | $3
+            "UPDATE site_period_counters c SET flags = c.flags | $3,
+                 resolved_at = CASE WHEN c.flags & $3 = 0 THEN NULL ELSE c.resolved_at END
              FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(site_id, period_start)
              WHERE c.site_id = u.site_id AND c.period_start = u.period_start",
         )
@@ -152,7 +172,7 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     // The rows that are new, with their final flags.
     let new_rows: Vec<(SiteId, AgentId, u64, &Reading, ReadingFlags)> = rows
         .iter()
-        .filter(|r| !overlapping.contains(&r.agent.0) || stored_now.contains(&(r.agent.0, r.seq as i64)))
+        .filter(|r| inserted.contains(&(r.agent.0, r.seq as i64, r.reading.at.timestamp_micros())))
         .map(|r| {
             let mut flags = r.flags;
             if reused.contains(&(r.agent.0, r.seq as i64)) {
@@ -183,7 +203,7 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     let inserted = new_rows.len() as u64;
     Ok(CommitReport {
         inserted,
-        duplicates: rows.len() as u64 - inserted,
+        duplicates: total - inserted,
         reused: reused.into_iter().map(|(a, s)| (AgentId(a), s as u64)).collect(),
     })
 }
@@ -208,43 +228,40 @@ fn col<T, U>(
     rows.iter().map(|r| f(r.reading).map(&g)).collect()
 }
 
-/// Inserts rows, skipping stored ones; with `returning`, gives back (agent, seq) of the new ones.
+/// Inserts rows, skipping stored ones; gives back (agent, seq, time) of the new ones.
 async fn insert_rows(
     tx: &mut sqlx::PgConnection,
     rows: &[&IngestRow<'_>],
-    returning: bool,
-) -> Result<Vec<(Uuid, i64)>, DbError> {
+) -> Result<Vec<(Uuid, i64, DateTime<Utc>)>, DbError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!(
+    Ok(sqlx::query_as(
         "INSERT INTO telemetry (agent_id, site_id, seq, measured_at, flags, grid_power_w, pv_power_w,
              battery_power_w, battery_soc_bp, grid_import_wh, grid_export_wh, pv_energy_wh,
              battery_charged_wh, battery_discharged_wh)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::timestamptz[], $5::int4[],
              $6::int8[], $7::int8[], $8::int8[], $9::int2[], $10::int8[], $11::int8[], $12::int8[],
              $13::int8[], $14::int8[])
-         ON CONFLICT DO NOTHING{}",
-        if returning { " RETURNING agent_id, seq" } else { "" }
-    );
-    // Built from two constant strings only.
-    let query = sqlx::query_as::<_, (Uuid, i64)>(sqlx::AssertSqlSafe(sql))
-        .bind(rows.iter().map(|r| r.agent.0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.site.0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.seq as i64).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.reading.at).collect::<Vec<DateTime<Utc>>>())
-        .bind(rows.iter().map(|r| r.flags.bits() as i32).collect::<Vec<_>>())
-        .bind(col(rows, |r| r.grid_power, Watts::get))
-        .bind(col(rows, |r| r.pv_power, Watts::get))
-        .bind(col(rows, |r| r.battery_power, Watts::get))
-        .bind(col(rows, |r| r.battery_soc, |s| s.basis_points() as i16))
-        .bind(col(rows, |r| r.grid_import, WattHours::get))
-        .bind(col(rows, |r| r.grid_export, WattHours::get))
-        .bind(col(rows, |r| r.pv_energy, WattHours::get))
-        .bind(col(rows, |r| r.battery_charged, WattHours::get))
-        .bind(col(rows, |r| r.battery_discharged, WattHours::get));
-    // Without RETURNING the statement yields no rows, so fetch_all serves both cases.
-    Ok(query.fetch_all(&mut *tx).await?)
+         ON CONFLICT DO NOTHING
+         RETURNING agent_id, seq, measured_at",
+    )
+    .bind(rows.iter().map(|r| r.agent.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.site.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.seq as i64).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.reading.at).collect::<Vec<DateTime<Utc>>>())
+    .bind(rows.iter().map(|r| r.flags.bits() as i32).collect::<Vec<_>>())
+    .bind(col(rows, |r| r.grid_power, Watts::get))
+    .bind(col(rows, |r| r.pv_power, Watts::get))
+    .bind(col(rows, |r| r.battery_power, Watts::get))
+    .bind(col(rows, |r| r.battery_soc, |s| s.basis_points() as i16))
+    .bind(col(rows, |r| r.grid_import, WattHours::get))
+    .bind(col(rows, |r| r.grid_export, WattHours::get))
+    .bind(col(rows, |r| r.pv_energy, WattHours::get))
+    .bind(col(rows, |r| r.battery_charged, WattHours::get))
+    .bind(col(rows, |r| r.battery_discharged, WattHours::get))
+    .fetch_all(&mut *tx)
+    .await?)
 }
 
 fn counter(
@@ -283,6 +300,7 @@ async fn upsert_periods(tx: &mut sqlx::PgConnection, sums: &[PeriodSummary]) -> 
              readings = c.readings + EXCLUDED.readings,
              flagged = c.flagged + EXCLUDED.flagged,
              flags = c.flags | EXCLUDED.flags,
+             resolved_at = CASE WHEN EXCLUDED.flags & ~c.flags <> 0 THEN NULL ELSE c.resolved_at END,
              first_at = CASE WHEN (EXCLUDED.first_at, EXCLUDED.first_seq) < (c.first_at, c.first_seq) THEN EXCLUDED.first_at ELSE c.first_at END,
              first_seq = CASE WHEN (EXCLUDED.first_at, EXCLUDED.first_seq) < (c.first_at, c.first_seq) THEN EXCLUDED.first_seq ELSE c.first_seq END,
              first_grid_import_wh = CASE WHEN (EXCLUDED.first_at, EXCLUDED.first_seq) < (c.first_at, c.first_seq) THEN EXCLUDED.first_grid_import_wh ELSE c.first_grid_import_wh END,
@@ -323,7 +341,9 @@ async fn upsert_latest(
     rows: &[(SiteId, AgentId, u64, &Reading, ReadingFlags)],
 ) -> Result<(), DbError> {
     let mut newest: BTreeMap<SiteId, &(SiteId, AgentId, u64, &Reading, ReadingFlags)> = BTreeMap::new();
-    for row in rows {
+    // A reading from a clock running ahead would hold the place of "latest" until real time
+    // caught up; it is stored, but never shown as the latest.
+    for row in rows.iter().filter(|r| !r.4.contains(ReadingFlags::CLOCK_FUTURE)) {
         let better = newest.get(&row.0).is_none_or(|cur| (row.3.at, row.2) > (cur.3.at, cur.2));
         if better {
             newest.insert(row.0, row);

@@ -254,8 +254,9 @@ pub async fn flagged_readings(
     rows.into_iter().map(StoredReading::try_from).collect()
 }
 
-/// Marks the flagged periods of a site in `[from, to)` as reviewed, so settlement may use them;
-/// returns how many periods were resolved.
+/// Marks the periods of a site starting in `[from, to)` as reviewed, so settlement may use
+/// them (a period's energy also depends on the period before it, so a reviewed range covers
+/// both); returns how many of them were flagged and not yet resolved.
 ///
 /// # Errors
 /// Database errors.
@@ -265,16 +266,19 @@ pub async fn resolve_flags(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    let done = sqlx::query(
-        "UPDATE site_period_counters SET resolved_at = now()
-         WHERE site_id = $1 AND period_start >= $2 AND period_start < $3 AND flags <> 0 AND resolved_at IS NULL",
+    let flagged: i64 = sqlx::query_scalar(
+        "WITH done AS (
+             UPDATE site_period_counters SET resolved_at = now()
+             WHERE site_id = $1 AND period_start >= $2 AND period_start < $3 AND resolved_at IS NULL
+             RETURNING flags)
+         SELECT count(*) FROM done WHERE flags <> 0",
     )
     .bind(site.0)
     .bind(from)
     .bind(to)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected())
+    Ok(flagged as u64)
 }
 
 /// Each site's PV energy in `period` with its feeder and rating, for the neighbour comparison.
@@ -313,7 +317,7 @@ pub async fn flag_period(
     let ids: Vec<Uuid> = sites.iter().map(|s| s.0).collect();
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "UPDATE site_period_counters SET flags = flags | $3
+        "UPDATE site_period_counters SET flags = flags | $3, resolved_at = NULL
          WHERE period_start = $1 AND site_id = ANY($2) AND flags & $3 = 0",
     )
     .bind(period.start())

@@ -419,3 +419,21 @@ async fn a_reused_sequence_number_is_stored_and_flagged(pool: Pool) {
         2
     );
 }
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn a_batch_twice_in_one_write_counts_once(pool: Pool) {
+    let f = fixture(&pool).await;
+    let rs = minutes(0..5);
+    let mut rows: Vec<_> = (0..5).map(|i| row(&f, i as u64, &rs[i])).collect();
+    rows.extend((0..5).map(|i| row(&f, i as u64, &rs[i])));
+    // And a clone's reading with sequence number 2 at another time, in the same write.
+    let clone = minutes(7..8);
+    rows.push(row(&f, 2, &clone[0]));
+    let report = gridmesh_db::commit_ingest(&pool, &rows).await.unwrap();
+    assert_eq!((report.inserted, report.duplicates), (6, 5));
+    assert_eq!(report.reused, vec![(f.agent, 2)]);
+    let energy =
+        gridmesh_db::site_energy(&pool, f.site.id, base(), base() + Duration::hours(1)).await.unwrap();
+    assert_eq!(energy[0].readings, 6);
+    assert!(energy[0].flags.contains(gridmesh_core::ReadingFlags::SEQUENCE_REUSED));
+}

@@ -225,15 +225,19 @@ pub async fn run(
     });
 
     let mut writer = Writer::new(pool, client.clone(), config);
-    let writer_stop = stop_rx;
+    let (writer_stop_tx, writer_stop) = watch::channel(false);
     let writer_task = tokio::spawn(async move { writer.run(rx, writer_stop).await });
 
     shutdown.await;
     tracing::info!("ingest stopping: finishing the transaction in progress");
-    let _ = stop_tx.send(true);
+    let _ = writer_stop_tx.send(true);
     let _ = writer_task.await;
+    // The receiver keeps polling a moment so the last acknowledgements reach the broker.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
-    receiver.abort();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), receiver).await;
     tracing::info!("ingest stopped");
     Ok(())
 }
@@ -356,6 +360,10 @@ impl Writer {
             }
         }
         let value = gridmesh_db::find_active_key(&self.pool, signer.as_bytes()).await?;
+        // Random signers must not grow the cache without end.
+        if self.keys.len() >= 200_000 {
+            self.keys.clear();
+        }
         self.keys.insert(signer, Cached { value: value.clone(), at: Instant::now() });
         Ok(value)
     }
@@ -366,7 +374,17 @@ impl Writer {
         {
             return c.value.clone();
         }
-        let value = gridmesh_db::get_site(&self.pool, site).await.ok().flatten().map(|s| SiteProfile {
+        // Waits for the database rather than storing readings unchecked.
+        let stored = loop {
+            match gridmesh_db::get_site(&self.pool, site).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    self.log.warn("profile_lookup_failed", "", &e.to_string());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        let value = stored.map(|s| SiteProfile {
             site: s.id,
             feeder: s.feeder,
             rated_pv: s.rated_pv,
@@ -449,7 +467,7 @@ impl Writer {
         let report = loop {
             match gridmesh_db::commit_ingest(&self.pool, &rows).await {
                 Ok(report) => break Some(report),
-                Err(e) if e.is_unavailable() || is_transient(&e) => {
+                Err(e) if e.is_retryable() => {
                     metrics::counter!("gridmesh_ingest_commit_retries_total").increment(1);
                     tracing::warn!(error = %e, "ingest commit failed; retrying");
                     tokio::select! {
@@ -461,7 +479,11 @@ impl Writer {
                     // One batch poisons the group (an agent reporting for a site not its own,
                     // say): store batch by batch to find it.
                     tracing::warn!(error = %e, "ingest commit refused; storing batch by batch");
-                    refused = self.store_one_by_one(&group, &rows, stop).await;
+                    match self.store_one_by_one(&group, &rows, stop).await {
+                        Some(r) => refused = r,
+                        // Stopping: acknowledge nothing, the broker delivers it all again.
+                        None => return,
+                    }
                     break None;
                 }
             }
@@ -507,13 +529,14 @@ impl Writer {
         }
     }
 
-    /// Stores each batch on its own; returns the indices of the batches the database refused.
+    /// Stores each batch on its own; returns the indices of the batches the database refused,
+    /// or `None` when told to stop before it finished.
     async fn store_one_by_one(
         &mut self,
         group: &[(Incoming, Result<Accepted, Rejection>)],
         rows: &[IngestRow<'_>],
         stop: &mut watch::Receiver<bool>,
-    ) -> Vec<usize> {
+    ) -> Option<Vec<usize>> {
         let mut refused = Vec::new();
         for (i, (incoming, verdict)) in group.iter().enumerate() {
             let Ok(accepted) = verdict else { continue };
@@ -527,9 +550,9 @@ impl Writer {
             loop {
                 match gridmesh_db::commit_ingest(&self.pool, &mine).await {
                     Ok(_) => break,
-                    Err(e) if e.is_unavailable() || is_transient(&e) => {
+                    Err(e) if e.is_retryable() => {
                         tokio::select! {
-                            _ = stop.changed() => return refused,
+                            _ = stop.changed() => return None,
                             () = tokio::time::sleep(Duration::from_millis(500)) => {}
                         }
                     }
@@ -543,7 +566,7 @@ impl Writer {
                 }
             }
         }
-        refused
+        Some(refused)
     }
 
     async fn send_commit_ack(&self, batch: &TelemetryBatch) {
@@ -562,14 +585,6 @@ impl Writer {
             }
             Err(e) => tracing::error!(error = %e, "cannot encode a commit acknowledgement"),
         }
-    }
-}
-
-/// Deadlocks and serialisation failures between replicas: retrying is the cure.
-fn is_transient(e: &DbError) -> bool {
-    match e {
-        DbError::Other(sqlx::Error::Database(db)) => matches!(db.code().as_deref(), Some("40P01" | "40001")),
-        _ => false,
     }
 }
 

@@ -82,7 +82,12 @@ pub struct Window {
 impl Window {
     fn bounds(&self, max_days: i64) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
         let to = self.to.unwrap_or_else(Utc::now);
-        let from = self.from.unwrap_or(to - Duration::hours(24));
+        let from = match self.from {
+            Some(from) => from,
+            None => to
+                .checked_sub_signed(Duration::hours(24))
+                .ok_or_else(|| ApiError::invalid("to", "is too far in the past"))?,
+        };
         if from >= to {
             return Err(ApiError::invalid("from", "must be before to"));
         }
