@@ -1,7 +1,7 @@
 //! Storing verified telemetry: readings, sequence bookkeeping, period summaries and the latest
 //! reading per site, all in one transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use gridmesh_core::{AgentId, PeriodSummary, Reading, ReadingFlags, SiteId, WattHours, Watts, summarize};
@@ -73,25 +73,29 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     }
 
     // A batch resent into the same write counts once; one sequence number with two different
-    // times inside the write is a reuse.
-    let mut seen = BTreeSet::new();
+    // times inside the write is a reuse. (Hash sets: this runs for every reading.)
+    let mut seen: HashSet<(AgentId, u64, i64)> = HashSet::with_capacity(rows.len());
     let rows: Vec<&IngestRow<'_>> =
-        rows.iter().filter(|r| seen.insert((r.agent, r.seq, r.reading.at))).collect();
-    let mut per_seq: BTreeMap<(AgentId, u64), usize> = BTreeMap::new();
+        rows.iter().filter(|r| seen.insert((r.agent, r.seq, r.reading.at.timestamp_micros()))).collect();
+    let mut seqs: BTreeMap<AgentId, Vec<u64>> = BTreeMap::new();
     for r in &rows {
-        *per_seq.entry((r.agent, r.seq)).or_default() += 1;
+        seqs.entry(r.agent).or_default().push(r.seq);
     }
-    let mut reused: BTreeSet<(Uuid, i64)> =
-        per_seq.iter().filter(|(_, n)| **n > 1).map(|((a, s), _)| (a.0, *s as i64)).collect();
+    let mut reused: BTreeSet<(Uuid, i64)> = BTreeSet::new();
+    for (agent, list) in &mut seqs {
+        list.sort_unstable();
+        for pair in list.windows(2) {
+            if pair[0] == pair[1] {
+                reused.insert((agent.0, pair[0] as i64));
+            }
+        }
+        list.dedup();
+    }
 
     // Per agent, the sequence numbers of this write as sorted spans.
-    let mut seqs: BTreeMap<AgentId, BTreeSet<u64>> = BTreeMap::new();
-    for r in &rows {
-        seqs.entry(r.agent).or_default().insert(r.seq);
-    }
     let spans: Vec<(AgentId, i64, i64)> = seqs
         .iter()
-        .flat_map(|(agent, set)| spans_of(set).into_iter().map(move |(a, b)| (*agent, a as i64, b as i64)))
+        .flat_map(|(agent, list)| spans_of(list).into_iter().map(move |(a, b)| (*agent, a as i64, b as i64)))
         .collect();
 
     let mut tx = pool.begin().await?;
@@ -118,17 +122,20 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     .into_iter()
     .collect();
 
-    // What the insert actually stored: the only rows that count.
-    // Times compare in microseconds, the precision PostgreSQL keeps.
-    let inserted: BTreeSet<(Uuid, i64, i64)> = insert_rows(&mut tx, &rows)
+    // Agents without overlap send only new sequence numbers: all their rows are new, so they
+    // go in without RETURNING (the fast path). For the others, what the insert actually stored
+    // is what counts. Times compare in microseconds, the precision PostgreSQL keeps.
+    let (fresh, maybe_old): (Vec<&IngestRow<'_>>, Vec<&IngestRow<'_>>) =
+        rows.iter().partition(|r| !overlapping.contains(&r.agent.0));
+    insert_rows(&mut tx, &fresh, false).await?;
+    let inserted: HashSet<(Uuid, i64, i64)> = insert_rows(&mut tx, &maybe_old, true)
         .await?
         .into_iter()
         .map(|(a, s, at)| (a, s, at.timestamp_micros()))
         .collect();
 
     // Rows just stored for agents that had delivered those sequence numbers before are reuses.
-    let candidates: Vec<(Uuid, i64)> =
-        inserted.iter().filter(|(a, _, _)| overlapping.contains(a)).map(|(a, s, _)| (*a, *s)).collect();
+    let candidates: Vec<(Uuid, i64)> = inserted.iter().map(|(a, s, _)| (*a, *s)).collect();
     if !candidates.is_empty() {
         let old: Vec<(Uuid, i64)> = sqlx::query_as(
             "SELECT t.agent_id, t.seq FROM UNNEST($1::uuid[], $2::int8[]) AS t(agent_id, seq)
@@ -172,7 +179,10 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     // The rows that are new, with their final flags.
     let new_rows: Vec<(SiteId, AgentId, u64, &Reading, ReadingFlags)> = rows
         .iter()
-        .filter(|r| inserted.contains(&(r.agent.0, r.seq as i64, r.reading.at.timestamp_micros())))
+        .filter(|r| {
+            !overlapping.contains(&r.agent.0)
+                || inserted.contains(&(r.agent.0, r.seq as i64, r.reading.at.timestamp_micros()))
+        })
         .map(|r| {
             let mut flags = r.flags;
             if reused.contains(&(r.agent.0, r.seq as i64)) {
@@ -208,8 +218,8 @@ pub async fn commit_ingest(pool: &Pool, rows: &[IngestRow<'_>]) -> Result<Commit
     })
 }
 
-/// Consecutive runs of a sorted set: {1,2,3,7,8} gives [(1,3), (7,8)].
-fn spans_of(set: &BTreeSet<u64>) -> Vec<(u64, u64)> {
+/// Consecutive runs of a sorted, deduplicated list: [1,2,3,7,8] gives [(1,3), (7,8)].
+fn spans_of(set: &[u64]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for &s in set {
         match out.last_mut() {
@@ -228,40 +238,47 @@ fn col<T, U>(
     rows.iter().map(|r| f(r.reading).map(&g)).collect()
 }
 
-/// Inserts rows, skipping stored ones; gives back (agent, seq, time) of the new ones.
+const INSERT_TELEMETRY: &str = "INSERT INTO telemetry (agent_id, site_id, seq, measured_at, flags,
+         grid_power_w, pv_power_w, battery_power_w, battery_soc_bp, grid_import_wh, grid_export_wh,
+         pv_energy_wh, battery_charged_wh, battery_discharged_wh)
+     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::timestamptz[], $5::int4[],
+         $6::int8[], $7::int8[], $8::int8[], $9::int2[], $10::int8[], $11::int8[], $12::int8[],
+         $13::int8[], $14::int8[])
+     ON CONFLICT DO NOTHING";
+
+/// Inserts rows, skipping stored ones; with `returning`, gives back (agent, seq, time) of the
+/// rows that were new.
 async fn insert_rows(
     tx: &mut sqlx::PgConnection,
     rows: &[&IngestRow<'_>],
+    returning: bool,
 ) -> Result<Vec<(Uuid, i64, DateTime<Utc>)>, DbError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(sqlx::query_as(
-        "INSERT INTO telemetry (agent_id, site_id, seq, measured_at, flags, grid_power_w, pv_power_w,
-             battery_power_w, battery_soc_bp, grid_import_wh, grid_export_wh, pv_energy_wh,
-             battery_charged_wh, battery_discharged_wh)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::timestamptz[], $5::int4[],
-             $6::int8[], $7::int8[], $8::int8[], $9::int2[], $10::int8[], $11::int8[], $12::int8[],
-             $13::int8[], $14::int8[])
-         ON CONFLICT DO NOTHING
-         RETURNING agent_id, seq, measured_at",
-    )
-    .bind(rows.iter().map(|r| r.agent.0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.site.0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.seq as i64).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.reading.at).collect::<Vec<DateTime<Utc>>>())
-    .bind(rows.iter().map(|r| r.flags.bits() as i32).collect::<Vec<_>>())
-    .bind(col(rows, |r| r.grid_power, Watts::get))
-    .bind(col(rows, |r| r.pv_power, Watts::get))
-    .bind(col(rows, |r| r.battery_power, Watts::get))
-    .bind(col(rows, |r| r.battery_soc, |s| s.basis_points() as i16))
-    .bind(col(rows, |r| r.grid_import, WattHours::get))
-    .bind(col(rows, |r| r.grid_export, WattHours::get))
-    .bind(col(rows, |r| r.pv_energy, WattHours::get))
-    .bind(col(rows, |r| r.battery_charged, WattHours::get))
-    .bind(col(rows, |r| r.battery_discharged, WattHours::get))
-    .fetch_all(&mut *tx)
-    .await?)
+    let sql = if returning {
+        format!("{INSERT_TELEMETRY} RETURNING agent_id, seq, measured_at")
+    } else {
+        INSERT_TELEMETRY.to_owned()
+    };
+    // Built from constants only; without RETURNING the statement yields no rows.
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(rows.iter().map(|r| r.agent.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.site.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.seq as i64).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.reading.at).collect::<Vec<DateTime<Utc>>>())
+        .bind(rows.iter().map(|r| r.flags.bits() as i32).collect::<Vec<_>>())
+        .bind(col(rows, |r| r.grid_power, Watts::get))
+        .bind(col(rows, |r| r.pv_power, Watts::get))
+        .bind(col(rows, |r| r.battery_power, Watts::get))
+        .bind(col(rows, |r| r.battery_soc, |s| s.basis_points() as i16))
+        .bind(col(rows, |r| r.grid_import, WattHours::get))
+        .bind(col(rows, |r| r.grid_export, WattHours::get))
+        .bind(col(rows, |r| r.pv_energy, WattHours::get))
+        .bind(col(rows, |r| r.battery_charged, WattHours::get))
+        .bind(col(rows, |r| r.battery_discharged, WattHours::get))
+        .fetch_all(&mut *tx)
+        .await?)
 }
 
 fn counter(
