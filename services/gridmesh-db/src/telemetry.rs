@@ -46,15 +46,8 @@ pub async fn ensure_telemetry_partitions(
     Ok(created)
 }
 
-fn opt<T: Copy, U>(
-    values: &[(u64, &Reading)],
-    f: impl Fn(&Reading) -> Option<T>,
-    g: impl Fn(T) -> U,
-) -> Vec<Option<U>> {
-    values.iter().map(|(_, r)| f(r).map(&g)).collect()
-}
-
-/// Stores readings of one agent and site in one statement. Rows already stored (same agent,
+/// Stores readings of one agent and site without plausibility flags: [`crate::commit_ingest`]
+/// for one batch. Rows already stored (same agent,
 /// sequence number and time) are skipped, so a replayed batch changes nothing; returns how many
 /// rows were new. All or nothing: a refused row (unknown agent, an agent that is not the site's,
 /// a violated check) stores none of the batch.
@@ -72,16 +65,17 @@ pub async fn insert_telemetry(
     site: SiteId,
     readings: &[(u64, &Reading)],
 ) -> Result<u64, DbError> {
-    let days = storable_days(readings, Utc::now())?;
-    match insert_rows(pool, agent, site, readings).await {
-        Err(DbError::Other(sqlx::Error::Database(e))) if e.message().starts_with("no partition") => {
-            for day in days {
-                ensure_telemetry_partitions(pool, day, 1).await?;
-            }
-            insert_rows(pool, agent, site, readings).await
-        }
-        other => other,
-    }
+    let rows: Vec<crate::IngestRow<'_>> = readings
+        .iter()
+        .map(|(seq, reading)| crate::IngestRow {
+            agent,
+            site,
+            seq: *seq,
+            reading,
+            flags: gridmesh_core::ReadingFlags::NONE,
+        })
+        .collect();
+    Ok(crate::commit_ingest(pool, &rows).await?.inserted)
 }
 
 /// The UTC days the readings fall on, after checking each is inside the storable window.
@@ -109,49 +103,6 @@ pub(crate) fn storable_days(
             }
         })
         .collect()
-}
-
-async fn insert_rows(
-    pool: &Pool,
-    agent: AgentId,
-    site: SiteId,
-    readings: &[(u64, &Reading)],
-) -> Result<u64, DbError> {
-    let seqs = readings
-        .iter()
-        .map(|(seq, _)| {
-            i64::try_from(*seq).map_err(|_| DbError::Invalid {
-                field: "seq",
-                reason: format!("{seq} is beyond the largest storable sequence number"),
-            })
-        })
-        .collect::<Result<Vec<i64>, _>>()?;
-    let times: Vec<DateTime<Utc>> = readings.iter().map(|(_, r)| r.at).collect();
-    let done = sqlx::query(
-        "INSERT INTO telemetry (agent_id, site_id, seq, measured_at, grid_power_w, pv_power_w,
-             battery_power_w, battery_soc_bp, grid_import_wh, grid_export_wh, pv_energy_wh,
-             battery_charged_wh, battery_discharged_wh)
-         SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::timestamptz[], $5::bigint[], $6::bigint[],
-             $7::bigint[], $8::smallint[], $9::bigint[], $10::bigint[], $11::bigint[],
-             $12::bigint[], $13::bigint[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(agent.0)
-    .bind(site.0)
-    .bind(seqs)
-    .bind(times)
-    .bind(opt(readings, |r| r.grid_power, Watts::get))
-    .bind(opt(readings, |r| r.pv_power, Watts::get))
-    .bind(opt(readings, |r| r.battery_power, Watts::get))
-    .bind(opt(readings, |r| r.battery_soc, |s| s.basis_points() as i16))
-    .bind(opt(readings, |r| r.grid_import, WattHours::get))
-    .bind(opt(readings, |r| r.grid_export, WattHours::get))
-    .bind(opt(readings, |r| r.pv_energy, WattHours::get))
-    .bind(opt(readings, |r| r.battery_charged, WattHours::get))
-    .bind(opt(readings, |r| r.battery_discharged, WattHours::get))
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
 }
 
 #[derive(sqlx::FromRow)]

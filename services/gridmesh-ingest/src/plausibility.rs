@@ -5,29 +5,9 @@
 //! ([`pv_outliers`]) works on a period's energy of many sites.
 
 use chrono::Duration;
-use gridmesh_core::{
-    BatterySpec, GeoPoint, GridConnection, GridNodeId, Reading, ReadingFlags, SiteId, Timestamp, WattHours,
-    Watts,
-};
+use gridmesh_core::{Reading, ReadingFlags, Site, SiteId, Timestamp, WattHours, Watts};
 
 use crate::solar;
-
-/// What ingest knows about a site to judge its readings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SiteProfile {
-    /// The site.
-    pub site: SiteId,
-    /// Its feeder.
-    pub feeder: GridNodeId,
-    /// Rated PV power.
-    pub rated_pv: Watts,
-    /// The battery, if any.
-    pub battery: Option<BatterySpec>,
-    /// Connection limits.
-    pub grid: GridConnection,
-    /// Where it is, if known.
-    pub location: Option<GeoPoint>,
-}
 
 /// Tolerances of the checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,11 +49,11 @@ impl Rules {
     }
 }
 
-/// Flags for one reading of `profile`'s site, given the agent's previous reading (by sequence
+/// Flags for one reading of the site, given the agent's previous reading (by sequence
 /// number) and when the reading was received.
 #[must_use]
 pub fn check(
-    profile: &SiteProfile,
+    profile: &Site,
     previous: Option<&Reading>,
     r: &Reading,
     received_at: Timestamp,
@@ -106,7 +86,7 @@ pub fn check(
     flags
 }
 
-fn over_rated(p: &SiteProfile, r: &Reading, rules: &Rules) -> bool {
+fn over_rated(p: &Site, r: &Reading, rules: &Rules) -> bool {
     let beyond = |value: Option<Watts>, up: Watts, down: Watts| {
         value.is_some_and(|v| v.get() > rules.allowed(up) || v.get().saturating_neg() > rules.allowed(down))
     };
@@ -131,7 +111,7 @@ fn counters_backwards(prev: &Reading, r: &Reading) -> bool {
 /// A site can only export what its PV and battery produce: a meter reporting more export than
 /// that disagrees with the inverter. Needs grid and PV power, and battery power where the site
 /// has a battery.
-fn meter_inverter_mismatch(p: &SiteProfile, r: &Reading, rules: &Rules) -> bool {
+fn meter_inverter_mismatch(p: &Site, r: &Reading, rules: &Rules) -> bool {
     let (Some(grid), Some(pv)) = (r.grid_power, r.pv_power) else {
         return false;
     };
@@ -183,16 +163,19 @@ pub fn pv_outliers(samples: &[PvSample]) -> Vec<SiteId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gridmesh_core::{BatterySpec, GeoPoint, GridConnection};
     use proptest::prelude::*;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
-    fn profile() -> SiteProfile {
-        SiteProfile {
-            site: SiteId::from_bytes([1; 16]),
-            feeder: GridNodeId::from_bytes([2; 16]),
+    fn profile() -> Site {
+        Site {
+            id: SiteId::from_bytes([1; 16]),
+            owner: gridmesh_core::UserId::from_bytes([3; 16]),
+            name: "test site".into(),
+            feeder: gridmesh_core::GridNodeId::from_bytes([2; 16]),
             rated_pv: Watts(8_000),
             battery: Some(BatterySpec {
                 capacity: WattHours(10_000),
@@ -242,7 +225,7 @@ mod tests {
         let discharge =
             Reading { battery_power: Some(Watts(-9_000)), grid_power: Some(Watts(0)), ..reading() };
         assert_eq!(flags(&discharge, None), ReadingFlags::OVER_RATED);
-        let no_battery = SiteProfile { battery: None, ..profile() };
+        let no_battery = Site { battery: None, ..profile() };
         let phantom = Reading { battery_power: Some(Watts(1_000)), ..reading() };
         assert!(
             check(&no_battery, None, &phantom, noon(), &Rules::default()).contains(ReadingFlags::OVER_RATED)
@@ -278,7 +261,7 @@ mod tests {
         let standby = Reading { pv_power: Some(Watts(40)), grid_power: Some(Watts(300)), ..night };
         assert!(check(&profile(), None, &standby, night.at, &Rules::default()).is_empty());
         // Without a location the check cannot run.
-        let nowhere = SiteProfile { location: None, ..profile() };
+        let nowhere = Site { location: None, ..profile() };
         assert!(check(&nowhere, None, &night, night.at, &Rules::default()).is_empty());
     }
 
@@ -311,7 +294,7 @@ mod tests {
         fn checks_never_panic(grid: Option<i64>, pv: Option<i64>, bat: Option<i64>, secs in 0_i64..4_000_000_000, lat in -90.0_f64..90.0, lon in -180.0_f64..180.0) {
             let at = chrono::DateTime::from_timestamp(secs, 0).unwrap();
             let r = Reading { at, grid_power: grid.map(Watts), pv_power: pv.map(Watts), battery_power: bat.map(Watts), ..Reading::default() };
-            let p = SiteProfile { location: Some(GeoPoint { lat, lon }), ..profile() };
+            let p = Site { location: Some(GeoPoint { lat, lon }), ..profile() };
             let _ = check(&p, Some(&reading()), &r, at, &Rules::default());
         }
     }

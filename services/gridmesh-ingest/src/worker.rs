@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use gridmesh_core::{AgentId, Reading, ReadingFlags, SiteId};
+use gridmesh_core::{AgentId, Reading, ReadingFlags, Site, SiteId};
 use gridmesh_db::{AgentKey, DbError, IngestRow, Pool};
 use gridmesh_wire::topics::{self, Channel};
 use gridmesh_wire::{Ack, KeyPair, Message, PublicKey, TelemetryBatch, TelemetryCommitted};
@@ -22,7 +22,7 @@ use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::{mpsc, watch};
 
-use crate::plausibility::{self, Rules, SiteProfile};
+use crate::plausibility::{self, Rules};
 
 /// Where the broker is.
 #[derive(Clone)]
@@ -247,7 +247,7 @@ struct Writer {
     client: AsyncClient,
     config: IngestConfig,
     keys: HashMap<PublicKey, Cached<Option<AgentKey>>>,
-    profiles: HashMap<SiteId, Cached<Option<SiteProfile>>>,
+    profiles: HashMap<SiteId, Cached<Option<Site>>>,
     previous: HashMap<AgentId, (u64, Reading)>,
     log: RateLimitedLog,
 }
@@ -368,7 +368,7 @@ impl Writer {
         Ok(value)
     }
 
-    async fn profile(&mut self, site: SiteId) -> Option<SiteProfile> {
+    async fn profile(&mut self, site: SiteId) -> Option<Site> {
         if let Some(c) = self.profiles.get(&site)
             && c.at.elapsed() < self.config.cache_ttl
         {
@@ -384,14 +384,7 @@ impl Writer {
                 }
             }
         };
-        let value = stored.map(|s| SiteProfile {
-            site: s.id,
-            feeder: s.feeder,
-            rated_pv: s.rated_pv,
-            battery: s.battery,
-            grid: s.grid,
-            location: s.location,
-        });
+        let value = stored;
         self.profiles.insert(site, Cached { value: value.clone(), at: Instant::now() });
         value
     }
