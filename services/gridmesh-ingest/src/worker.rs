@@ -64,6 +64,9 @@ pub struct IngestConfig {
     /// How long enrolled keys and site profiles are cached before being read again (so a
     /// revocation takes effect within this time).
     pub cache_ttl: Duration,
+    /// Readings older than this many days are not stored (counted as `unstorable_time`): keep
+    /// it within the raw-data retention, or late data would recreate dropped partitions.
+    pub max_age_days: u64,
 }
 
 impl IngestConfig {
@@ -80,6 +83,7 @@ impl IngestConfig {
             rules: Rules::default(),
             server_key,
             cache_ttl: Duration::from_secs(30),
+            max_age_days: gridmesh_db::TELEMETRY_DAYS_BACK,
         }
     }
 }
@@ -431,7 +435,7 @@ impl Writer {
         let mut outside = 0_u64;
         let now = Utc::now();
         let window = (
-            now - chrono::Days::new(gridmesh_db::TELEMETRY_DAYS_BACK),
+            now - chrono::Days::new(self.config.max_age_days.min(gridmesh_db::TELEMETRY_DAYS_BACK)),
             now + chrono::Days::new(gridmesh_db::TELEMETRY_DAYS_AHEAD),
         );
         for (i, flags) in &flagged {
@@ -453,7 +457,7 @@ impl Writer {
             self.log.warn(
                 "unstorable_time",
                 "",
-                &format!("{outside} readings with times years off were not stored"),
+                &format!("{outside} readings older than the retention, or days ahead, were not stored"),
             );
         }
         let mut refused: Vec<usize> = Vec::new();

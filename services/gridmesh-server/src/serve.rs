@@ -150,6 +150,9 @@ pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> 
         ingest.share_group = Some(args.ingest_group.clone()).filter(|g| !g.is_empty());
         ingest.max_group_readings = args.ingest_max_group as usize;
         ingest.max_wait = Duration::from_millis(u64::from(args.ingest_max_wait_ms));
+        if args.raw_retention_days > 0 {
+            ingest.max_age_days = u64::from(args.raw_retention_days);
+        }
         let pool = service.state.pool.clone();
         let mut rx = stop_rx.clone();
         service.workers.push(tokio::spawn(gridmesh_ingest::worker::run(pool, ingest, async move {
