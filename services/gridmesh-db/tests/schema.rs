@@ -437,3 +437,22 @@ async fn a_batch_twice_in_one_write_counts_once(pool: Pool) {
     assert_eq!(energy[0].readings, 6);
     assert!(energy[0].flags.contains(gridmesh_core::ReadingFlags::SEQUENCE_REUSED));
 }
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn retention_drops_old_days_and_keeps_the_energy(pool: Pool) {
+    let f = fixture(&pool).await;
+    let old: Vec<Reading> =
+        (0..3).map(|i| reading(base() - Duration::days(40) + Duration::minutes(i), i)).collect();
+    let recent = reading(base(), 9);
+    let mut rows: Vec<(u64, &Reading)> = (0_u64..).zip(old.iter()).collect();
+    rows.push((9, &recent));
+    gridmesh_db::insert_telemetry(&pool, f.agent, f.site.id, &rows).await.unwrap();
+    let cutoff = (base() - Duration::days(30)).date_naive();
+    assert_eq!(gridmesh_db::drop_telemetry_before(&pool, cutoff).await.unwrap(), 1);
+    assert_eq!(gridmesh_db::drop_telemetry_before(&pool, cutoff).await.unwrap(), 0);
+    // The raw rows of that day are gone, the recent one stays, the 15-minute summary stays.
+    assert_eq!(gridmesh_db::count_telemetry(&pool, f.agent).await.unwrap(), 1);
+    let from = base() - Duration::days(41);
+    let energy = gridmesh_db::site_energy(&pool, f.site.id, from, from + Duration::days(2)).await.unwrap();
+    assert_eq!(energy.iter().map(|e| e.readings).sum::<i32>(), 3);
+}
