@@ -4,6 +4,8 @@
 use axum::Router;
 use axum::routing::{delete, get, post};
 
+use serde::Serialize;
+
 use crate::AppState;
 
 mod readings;
@@ -27,4 +29,26 @@ pub fn router() -> Router<AppState> {
         .route("/sites/{id}/flags", get(readings::flags))
         .route("/sites/{id}/flags/resolve", post(readings::resolve))
         .route("/sites/{id}/agents", post(readings::enrol))
+}
+
+/// One page of a keyset-paged list.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    next_after: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page from rows fetched with `limit`: when the page is full, the next page starts after
+    /// the cursor of its last row.
+    pub(crate) fn new<R>(
+        rows: Vec<R>,
+        limit: u32,
+        cursor: impl Fn(&R) -> String,
+        map: impl FnMut(R) -> T,
+    ) -> Self {
+        let next_after = (rows.len() == limit as usize).then(|| rows.last().map(&cursor)).flatten();
+        Self { items: rows.into_iter().map(map).collect(), next_after }
+    }
 }

@@ -10,6 +10,7 @@ use gridmesh_db::{Gap, LatestFilter, PeriodEnergy, StoredReading};
 use gridmesh_wire::PublicKey;
 use serde::{Deserialize, Serialize};
 
+use super::Page;
 use crate::auth::Authenticated;
 use crate::error::{Json, Path, Query};
 use crate::{ApiError, AppState};
@@ -120,14 +121,6 @@ pub async fn latest(
     Ok(Json(r.into()))
 }
 
-/// A page of readings with the cursor for the next page.
-#[derive(Debug, Serialize)]
-pub struct ReadingPage {
-    items: Vec<ReadingOut>,
-    /// Pass as `after` for the next page; absent on the last page.
-    next_after: Option<String>,
-}
-
 /// Cursor `{unix µs}:{agent}:{seq}` of the last row of a page (microseconds: what PostgreSQL keeps).
 fn parse_cursor(text: &str) -> Result<(DateTime<Utc>, AgentId, u64), ApiError> {
     let bad = || ApiError::invalid("after", "is not a cursor from a previous page (expected µs:agent:seq)");
@@ -146,16 +139,14 @@ pub async fn history(
     caller: Authenticated,
     Path(id): Path<SiteId>,
     Query(w): Query<Window>,
-) -> Result<Json<ReadingPage>, ApiError> {
+) -> Result<Json<Page<ReadingOut>>, ApiError> {
     visible_site(&state, &caller, id).await?;
     let (from, to) = w.bounds(7)?;
     let limit = w.limit(1000, 5000)?;
     let after = w.after.as_deref().map(parse_cursor).transpose()?;
     let rows = gridmesh_db::site_readings(&state.pool, id, from, to, after, limit).await?;
-    let next_after = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| format!("{}:{}:{}", r.reading.at.timestamp_micros(), r.agent, r.seq)))
-        .flatten();
-    Ok(Json(ReadingPage { items: rows.into_iter().map(ReadingOut::from).collect(), next_after }))
+    let cursor = |r: &StoredReading| format!("{}:{}:{}", r.reading.at.timestamp_micros(), r.agent, r.seq);
+    Ok(Json(Page::new(rows, limit, cursor, ReadingOut::from)))
 }
 
 /// `GET /v1/sites/{id}/energy?from=&to=`: 15-minute energy (integer Wh), at most 93 days.
@@ -252,7 +243,7 @@ pub async fn latest_all(
     State(state): State<AppState>,
     caller: Authenticated,
     Query(p): Query<LatestParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<SiteReading>>, ApiError> {
     if caller.0.role == Role::Utility {
         return Err(ApiError::Forbidden {
             needed: &[Role::Operator, Role::Regulator, Role::Homeowner, Role::Prosumer],
@@ -269,11 +260,12 @@ pub async fn latest_all(
         &LatestFilter { owner, feeder: p.feeder, after: p.after, limit },
     )
     .await?;
-    let next_after =
-        (rows.len() == limit as usize).then(|| rows.last().map(|(s, _)| s.to_string())).flatten();
-    let items: Vec<SiteReading> =
-        rows.into_iter().map(|(site, r)| SiteReading { site, reading: r.into() }).collect();
-    Ok(Json(serde_json::json!({ "items": items, "next_after": next_after })))
+    Ok(Json(Page::new(
+        rows,
+        limit,
+        |(s, _)| s.to_string(),
+        |(site, r)| SiteReading { site, reading: r.into() },
+    )))
 }
 
 /// Body of `POST /v1/sites/{id}/agents`.

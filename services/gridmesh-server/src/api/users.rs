@@ -8,6 +8,7 @@ use gridmesh_db::{ApiToken, Caller, NewUser, User, UserFilter};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::Page;
 use crate::auth::Authenticated;
 use crate::error::{Json, Path, Query};
 use crate::{ApiError, AppState};
@@ -53,13 +54,6 @@ pub struct ListParams {
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
-    items: Vec<T>,
-    /// Pass as `after` to get the next page; absent on the last page.
-    next_after: Option<String>,
-}
-
 /// `GET /v1/users?role=&after=&limit=` (operator): accounts, 100 per page by default.
 pub async fn list(
     State(state): State<AppState>,
@@ -74,9 +68,7 @@ pub async fn list(
     let items =
         gridmesh_db::list_users(&state.pool, &UserFilter { role: params.role, after: params.after, limit })
             .await?;
-    let next_after =
-        (items.len() == limit as usize).then(|| items.last().map(|u| u.id.to_string())).flatten();
-    Ok(Json(Page { items, next_after }))
+    Ok(Json(Page::new(items, limit, |u| u.id.to_string(), |u| u)))
 }
 
 /// `GET /v1/users/{id}`: operators see anyone, others only themselves.
