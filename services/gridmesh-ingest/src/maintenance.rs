@@ -9,7 +9,6 @@ use gridmesh_db::Pool;
 use tokio::sync::watch;
 
 use crate::plausibility::{PvSample, pv_outliers};
-use crate::worker::by_feeder;
 
 /// How long raw readings are kept (15-minute summaries are kept for good).
 #[derive(Debug, Clone, Copy)]
@@ -24,12 +23,12 @@ pub struct Retention {
 /// Database errors.
 pub async fn flag_pv_outliers(pool: &Pool, period: Period) -> Result<usize, gridmesh_db::DbError> {
     let rows = gridmesh_db::period_pv(pool, period).await?;
-    let keyed: Vec<_> = rows
-        .into_iter()
-        .map(|(feeder, site, rated_pv, pv)| (feeder, PvSample { site, rated_pv, pv }))
-        .collect();
+    let mut by_feeder: std::collections::BTreeMap<_, Vec<PvSample>> = Default::default();
+    for (feeder, site, rated_pv, pv) in rows {
+        by_feeder.entry(feeder).or_default().push(PvSample { site, rated_pv, pv });
+    }
     let mut flagged = 0;
-    for samples in by_feeder(&keyed).values() {
+    for samples in by_feeder.values() {
         let outliers = pv_outliers(samples);
         flagged += outliers.len();
         gridmesh_db::flag_period(pool, period, &outliers, ReadingFlags::PV_OUTLIER).await?;

@@ -8,7 +8,7 @@
 //! publishes unacknowledged, so the broker delivers them again; storage is idempotent, so the
 //! effect is exactly once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -583,13 +583,4 @@ impl Writer {
             Err(e) => tracing::error!(error = %e, "cannot encode a commit acknowledgement"),
         }
     }
-}
-
-/// Sites grouped per feeder: used by the PV neighbour comparison.
-pub(crate) fn by_feeder<T: Clone, K: Ord + Copy>(rows: &[(K, T)]) -> BTreeMap<K, Vec<T>> {
-    let mut out: BTreeMap<K, Vec<T>> = BTreeMap::new();
-    for (k, v) in rows {
-        out.entry(*k).or_default().push(v.clone());
-    }
-    out
 }
