@@ -53,7 +53,7 @@ impl Home {
     }
 
     fn pv_w(&self, at: Timestamp) -> i64 {
-        let elevation = solar_elevation(at, self.location);
+        let elevation = gridmesh_core::solar::elevation_deg(at, self.location);
         if elevation <= 0.0 {
             return 0;
         }
@@ -124,22 +124,6 @@ impl Home {
             battery_discharged: self.battery.map(|_| WattHours(self.discharged_mwh / 1000)),
         }
     }
-}
-
-/// The sun's elevation in degrees (same approximation as ingest's plausibility check).
-fn solar_elevation(at: Timestamp, place: GeoPoint) -> f64 {
-    use chrono::{Datelike, Timelike};
-    let day = f64::from(at.ordinal());
-    let hours = f64::from(at.hour()) + f64::from(at.minute()) / 60.0 + f64::from(at.second()) / 3600.0;
-    let declination = 23.44_f64.to_radians() * (360.0 / 365.0 * (284.0 + day)).to_radians().sin();
-    let b = (360.0 / 365.0 * (day - 81.0)).to_radians();
-    let eot = 9.87 * (2.0 * b).sin() - 7.53 * b.cos() - 1.5 * b.sin();
-    let hour_angle = (15.0 * (hours + place.lon / 15.0 + eot / 60.0 - 12.0)).to_radians();
-    let lat = place.lat.to_radians();
-    (lat.sin() * declination.sin() + lat.cos() * declination.cos() * hour_angle.cos())
-        .clamp(-1.0, 1.0)
-        .asin()
-        .to_degrees()
 }
 
 #[cfg(test)]

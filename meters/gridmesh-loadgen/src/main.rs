@@ -68,15 +68,7 @@ enum Mode {
 
 fn server_key(path: &std::path::Path) -> Option<PublicKey> {
     let text = std::fs::read_to_string(path).ok()?;
-    let mut seed = [0_u8; 32];
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, b) in seed.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(KeyPair::from_seed(seed).public())
+    KeyPair::from_seed_hex(&text).ok().map(|k| k.public())
 }
 
 #[tokio::main]

@@ -44,16 +44,7 @@ impl PublicKey {
     /// # Errors
     /// [`KeyError::BadHex`] for anything else.
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        let text = text.trim();
-        let bad = || KeyError::BadHex(text.chars().take(80).collect());
-        if text.len() != 64 || !text.is_ascii() {
-            return Err(bad());
-        }
-        let mut out = [0_u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(Self(out))
+        parse_hex32(text).map(Self)
     }
 
     /// Checks `signature` over `message` (strict verification: no malleable signatures, no
@@ -80,6 +71,20 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// 64 hex digits (surrounding whitespace ignored) as 32 bytes.
+fn parse_hex32(text: &str) -> Result<[u8; 32], KeyError> {
+    let text = text.trim();
+    let bad = || KeyError::BadHex(text.chars().take(80).collect());
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0_u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
 /// An ed25519 key pair that signs messages. Its `Debug` output never shows the secret.
 #[derive(Clone)]
 pub struct KeyPair(SigningKey);
@@ -99,6 +104,20 @@ impl KeyPair {
     #[must_use]
     pub fn from_seed(seed: [u8; 32]) -> Self {
         Self(SigningKey::from_bytes(&seed))
+    }
+
+    /// The key pair for a seed written as 64 hex digits (the key-file format).
+    ///
+    /// # Errors
+    /// [`KeyError::BadHex`] for anything else.
+    pub fn from_seed_hex(text: &str) -> Result<Self, KeyError> {
+        parse_hex32(text).map(Self::from_seed)
+    }
+
+    /// The seed as 64 hex digits, for writing a key file.
+    #[must_use]
+    pub fn seed_hex(&self) -> String {
+        PublicKey(self.seed()).to_string()
     }
 
     /// The secret seed, for storing in a key file with restricted permissions.
@@ -138,6 +157,8 @@ mod tests {
         assert_eq!(PublicKey::from_hex(&text).unwrap(), key);
         assert!(PublicKey::from_hex("abc").is_err());
         assert!(PublicKey::from_hex(&"zz".repeat(32)).is_err());
+        let pair = KeyPair::from_seed([7; 32]);
+        assert_eq!(KeyPair::from_seed_hex(&pair.seed_hex()).unwrap().public(), pair.public());
     }
 
     #[test]

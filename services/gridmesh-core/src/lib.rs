@@ -18,6 +18,7 @@ pub mod reading;
 pub mod role;
 pub mod setpoint;
 pub mod site;
+pub mod solar;
 pub mod summary;
 pub mod topology;
 pub mod units;

@@ -7,7 +7,7 @@
 use chrono::Duration;
 use gridmesh_core::{Reading, ReadingFlags, Site, SiteId, Timestamp, WattHours, Watts};
 
-use crate::solar;
+use gridmesh_core::solar;
 
 /// Tolerances of the checks.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,7 +12,7 @@ use gridmesh_wire::KeyPair;
 /// When the file cannot be read or written, or does not hold 64 hex digits.
 pub fn load_or_create(path: &Path) -> anyhow::Result<KeyPair> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(text.trim()).with_context(|| {
+        Ok(text) => KeyPair::from_seed_hex(&text).with_context(|| {
             format!(
                 "{} (GRIDMESH_SERVER_KEY_FILE / --server-key-file) must hold the key seed as 64 hex digits",
                 path.display()
@@ -30,18 +30,12 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<KeyPair> {
             let mut file = options
                 .open(path)
                 .with_context(|| format!("creating the server key file {}", path.display()))?;
-            writeln!(file, "{}", hex::encode(key.seed())).context("writing the server key")?;
+            writeln!(file, "{}", key.seed_hex()).context("writing the server key")?;
             tracing::info!(path = %path.display(), public_key = %key.public(), "server key created");
             Ok(key)
         }
         Err(e) => Err(e).with_context(|| format!("reading the server key file {}", path.display())),
     }
-}
-
-fn parse(text: &str) -> anyhow::Result<KeyPair> {
-    let bytes = hex::decode(text).context("not hexadecimal")?;
-    let seed: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("not 32 bytes"))?;
-    Ok(KeyPair::from_seed(seed))
 }
 
 #[cfg(test)]

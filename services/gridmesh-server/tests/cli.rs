@@ -15,6 +15,8 @@ use gridmesh_core::Role;
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use common::database_url;
+
 const BIN: &str = env!("CARGO_BIN_EXE_gridmesh");
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -29,13 +31,6 @@ fn run_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run gridmesh")
-}
-
-/// The URL of the test's own database (same server and role as `DATABASE_URL`).
-fn database_url(pool: &PgPool) -> String {
-    let mut url = url::Url::parse(&std::env::var("DATABASE_URL").unwrap()).unwrap();
-    url.set_path(pool.connect_options().get_database().unwrap());
-    url.to_string()
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
 
+mod common;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -15,13 +17,9 @@ use gridmesh_wire::KeyPair;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gridmesh");
+use common::database_url;
 
-fn database_url(pool: &PgPool) -> String {
-    let mut url = url::Url::parse(&std::env::var("DATABASE_URL").unwrap()).unwrap();
-    url.set_path(pool.connect_options().get_database().unwrap());
-    url.to_string()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_gridmesh");
 
 fn spawn_ingest(db: &str, client_id: &str, group: &str, key_file: &std::path::Path) -> Child {
     let mqtt = std::env::var("GRIDMESH_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
@@ -38,17 +36,7 @@ fn spawn_ingest(db: &str, client_id: &str, group: &str, key_file: &std::path::Pa
 }
 
 fn server_key(path: &std::path::Path) -> Option<KeyPair> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let bytes: [u8; 32] = hex_decode(text.trim())?;
-    Some(KeyPair::from_seed(bytes))
-}
-
-fn hex_decode(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0_u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    KeyPair::from_seed_hex(&std::fs::read_to_string(path).ok()?).ok()
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]

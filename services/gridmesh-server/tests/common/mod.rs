@@ -154,3 +154,10 @@ impl Server {
         }
     }
 }
+
+/// The URL of the test's own database (same server and role as `DATABASE_URL`).
+pub fn database_url(pool: &PgPool) -> String {
+    let mut url = url::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL")).expect("a URL");
+    url.set_path(pool.connect_options().get_database().expect("a database name"));
+    url.to_string()
+}

@@ -3,8 +3,8 @@
 //! The approximation (declination and equation of time from the day of the year) is within
 //! about a degree of a full ephemeris, which is plenty for "is PV production possible now".
 
+use crate::{GeoPoint, Timestamp};
 use chrono::{Datelike, Timelike};
-use gridmesh_core::{GeoPoint, Timestamp};
 
 /// The sun's elevation above the horizon in degrees (negative below it) at `at` and `place`.
 #[must_use]
