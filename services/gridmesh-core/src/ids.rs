@@ -94,6 +94,14 @@ id_type!(
     /// One setpoint command sent to a site, named so that its acknowledgement can refer to it.
     CommandId
 );
+id_type!(
+    /// A bid or offer in the peer-to-peer market.
+    OrderId
+);
+id_type!(
+    /// A standing automatic trading strategy of a site.
+    StrategyId
+);
 
 #[cfg(test)]
 mod tests {

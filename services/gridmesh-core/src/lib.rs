@@ -24,7 +24,7 @@ pub mod topology;
 pub mod units;
 
 pub use flags::ReadingFlags;
-pub use ids::{AgentId, CommandId, DeviceId, GridNodeId, SiteId, UserId};
+pub use ids::{AgentId, CommandId, DeviceId, GridNodeId, OrderId, SiteId, StrategyId, UserId};
 pub use period::{Period, PeriodError, PeriodRange};
 pub use reading::{Reading, ReadingError, StateOfCharge};
 pub use role::{Role, UnknownRole};
