@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod flags;
+pub mod forecast;
 pub mod ids;
 pub mod period;
 pub mod reading;

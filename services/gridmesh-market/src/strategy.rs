@@ -34,6 +34,14 @@ pub enum Strategy {
         /// Highest acceptable price, minor units per kWh.
         max_price: i64,
     },
+    /// Sell stored energy above `reserve_soc_pct` (and any PV surplus) at `min_price` or more:
+    /// evening sales from a battery charged by the sun.
+    SellFromBattery {
+        /// Lowest acceptable price, minor units per kWh.
+        min_price: i64,
+        /// State of charge kept for the home, percent.
+        reserve_soc_pct: u8,
+    },
 }
 
 /// Why a strategy was refused.
@@ -50,18 +58,19 @@ pub enum StrategyError {
         max: i64,
     },
     /// A state of charge above 100 %.
-    #[error("target_soc_pct must be 0 to 100, got {0}")]
-    BadSoc(u8),
+    #[error("{0} must be 0 to 100, got {1}")]
+    BadSoc(&'static str, u8),
 }
 
 impl Strategy {
-    /// `"sell_surplus"`, `"buy_to_charge"` or `"buy_shortfall"`.
+    /// `"sell_surplus"`, `"buy_to_charge"`, `"buy_shortfall"` or `"sell_from_battery"`.
     #[must_use]
     pub const fn kind(&self) -> &'static str {
         match self {
             Strategy::SellSurplus { .. } => "sell_surplus",
             Strategy::BuyToCharge { .. } => "buy_to_charge",
             Strategy::BuyShortfall { .. } => "buy_shortfall",
+            Strategy::SellFromBattery { .. } => "sell_from_battery",
         }
     }
 
@@ -74,11 +83,17 @@ impl Strategy {
             Strategy::SellSurplus { min_price } => ("min_price", min_price),
             Strategy::BuyToCharge { max_price: p, target_soc_pct } => {
                 if target_soc_pct > 100 {
-                    return Err(StrategyError::BadSoc(target_soc_pct));
+                    return Err(StrategyError::BadSoc("target_soc_pct", target_soc_pct));
                 }
                 ("max_price", p)
             }
             Strategy::BuyShortfall { max_price: p } => ("max_price", p),
+            Strategy::SellFromBattery { min_price, reserve_soc_pct } => {
+                if reserve_soc_pct > 100 {
+                    return Err(StrategyError::BadSoc("reserve_soc_pct", reserve_soc_pct));
+                }
+                ("min_price", min_price)
+            }
         };
         if (0..=max_price).contains(&value) {
             Ok(())
@@ -106,6 +121,12 @@ impl Strategy {
                 let own = (o.load.get() - o.pv.get()).max(0);
                 (Side::Buy, max_price, room.min(o.import_limit.get() - own))
             }
+            Strategy::SellFromBattery { min_price, reserve_soc_pct } => {
+                let b = o.battery?;
+                let reserve = b.capacity.get() * i64::from(reserve_soc_pct) / 100;
+                let spare = (b.stored.get() - reserve).clamp(0, b.max_discharge.get());
+                (Side::Sell, min_price, (spare + o.pv.get() - o.load.get()).min(o.export_limit.get()))
+            }
         };
         (energy >= MIN_ORDER_WH).then_some(Intent { side, price, energy: WattHours(energy) })
     }
@@ -120,6 +141,8 @@ pub struct BatteryOutlook {
     pub stored: WattHours,
     /// Most energy it can take in one period.
     pub max_charge: WattHours,
+    /// Most energy it can give in one period.
+    pub max_discharge: WattHours,
 }
 
 /// What a site expects in one delivery period.
@@ -160,6 +183,7 @@ mod tests {
                 capacity: WattHours(capacity),
                 stored: WattHours(stored),
                 max_charge: WattHours(750),
+                max_discharge: WattHours(750),
             }),
             import_limit: WattHours(4_000),
             export_limit: WattHours(1_000),
@@ -193,6 +217,14 @@ mod tests {
     fn shortfall_is_bought() {
         let s = Strategy::BuyShortfall { max_price: 25 };
         assert_eq!(s.size(&outlook(100, 700, None)).map(|i| (i.side, i.energy)), Some((Side::Buy, WattHours(600))));
+    }
+
+    #[test]
+    fn a_battery_sells_what_it_holds_above_its_reserve() {
+        let s = Strategy::SellFromBattery { min_price: 18, reserve_soc_pct: 30 };
+        // 10 kWh at 4 kWh, 3 kWh reserved: 1 kWh spare, 750 Wh a period, less 200 Wh of load.
+        assert_eq!(s.size(&outlook(0, 200, Some((10_000, 4_000)))).map(|i| i.energy), Some(WattHours(550)));
+        assert_eq!(s.size(&outlook(0, 200, Some((10_000, 3_000)))), None);
     }
 
     #[test]
