@@ -126,7 +126,11 @@ mod tests {
             .map(|k| {
                 let p = noon.offset(-8 + k);
                 let clear = clear_sky_pv(&berlin, p).unwrap();
-                PastPeriod { period: p, pv: Some(WattHours((clear * 0.25) as i64)), load: Some(WattHours(100)) }
+                PastPeriod {
+                    period: p,
+                    pv: Some(WattHours((clear * 0.25) as i64)),
+                    load: Some(WattHours(100)),
+                }
             })
             .collect();
         let dim = Baseline.forecast(&berlin, &cloudy, noon);

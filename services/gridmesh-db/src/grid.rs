@@ -138,7 +138,8 @@ pub async fn load_topology(pool: &Pool) -> Result<Topology, DbError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let sites: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT id, feeder_id FROM sites").fetch_all(pool).await?;
+    let sites: Vec<(Uuid, Uuid)> =
+        sqlx::query_as("SELECT id, feeder_id FROM sites").fetch_all(&mut *tx).await?;
     Topology::new(nodes, sites.into_iter().map(|(s, f)| (SiteId(s), GridNodeId(f))))
         .map_err(|e| DbError::Corrupt(e.to_string()))
 }

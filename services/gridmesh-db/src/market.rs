@@ -147,7 +147,8 @@ impl TryFrom<OrderRow> for StoredOrder {
             site: SiteId(r.site_id),
             zone: GridNodeId(r.zone_id),
             period: period_of(r.period_start)?,
-            side: Side::parse(&r.side).ok_or_else(|| DbError::Corrupt(format!("market_orders.side {:?}", r.side)))?,
+            side: Side::parse(&r.side)
+                .ok_or_else(|| DbError::Corrupt(format!("market_orders.side {:?}", r.side)))?,
             price: r.price_per_kwh,
             energy: WattHours(r.energy_wh),
             status: OrderStatus::parse(&r.status)
@@ -170,22 +171,30 @@ fn lock_key(period: Period) -> Result<i32, DbError> {
 
 /// Takes the period's lock (shared for book changes, exclusive for clearing) and tells whether
 /// the period is already cleared.
-async fn lock_period(tx: &mut Transaction<'_, Postgres>, period: Period, exclusive: bool) -> Result<bool, DbError> {
+async fn lock_period(
+    tx: &mut Transaction<'_, Postgres>,
+    period: Period,
+    exclusive: bool,
+) -> Result<bool, DbError> {
     let sql = if exclusive {
         "SELECT pg_advisory_xact_lock($1, $2)"
     } else {
         "SELECT pg_advisory_xact_lock_shared($1, $2)"
     };
     sqlx::query(sql).bind(MARKET_LOCK).bind(lock_key(period)?).execute(&mut **tx).await?;
-    let cleared: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM market_clearings WHERE period_start = $1)")
-        .bind(period.start())
-        .fetch_one(&mut **tx)
-        .await?;
+    let cleared: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM market_clearings WHERE period_start = $1)")
+            .bind(period.start())
+            .fetch_one(&mut **tx)
+            .await?;
     Ok(cleared)
 }
 
 fn closed(period: Period) -> DbError {
-    DbError::Invalid { field: "period", reason: format!("{period} is closed: its market has already cleared") }
+    DbError::Invalid {
+        field: "period",
+        reason: format!("{period} is closed: its market has already cleared"),
+    }
 }
 
 /// Stores an order, replacing the open order `replaces` (same site and period) if given.
@@ -221,7 +230,12 @@ pub async fn place_order(
                     });
                 }
             }
-            _ => return Err(DbError::Invalid { field: "order", reason: "no such order for this site and period".into() }),
+            _ => {
+                return Err(DbError::Invalid {
+                    field: "order",
+                    reason: "no such order for this site and period".into(),
+                });
+            }
         }
         sqlx::query("UPDATE market_orders SET status = 'replaced', closed_at = now() WHERE id = $1")
             .bind(old.0)
@@ -259,7 +273,10 @@ pub async fn place_order(
 pub async fn cancel_order(pool: &Pool, id: OrderId) -> Result<Option<StoredOrder>, DbError> {
     let mut tx = pool.begin().await?;
     let period: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT period_start FROM market_orders WHERE id = $1").bind(id.0).fetch_optional(&mut *tx).await?;
+        sqlx::query_scalar("SELECT period_start FROM market_orders WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
     let Some(period) = period else { return Ok(None) };
     let period = period_of(period)?;
     if lock_period(&mut tx, period, false).await? {
@@ -278,9 +295,14 @@ pub async fn cancel_order(pool: &Pool, id: OrderId) -> Result<Option<StoredOrder
             Ok(Some(row.try_into()?))
         }
         None => {
-            let status: String =
-                sqlx::query_scalar("SELECT status FROM market_orders WHERE id = $1").bind(id.0).fetch_one(&mut *tx).await?;
-            Err(DbError::Invalid { field: "order", reason: format!("is {status}; only open orders can be cancelled") })
+            let status: String = sqlx::query_scalar("SELECT status FROM market_orders WHERE id = $1")
+                .bind(id.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            Err(DbError::Invalid {
+                field: "order",
+                reason: format!("is {status}; only open orders can be cancelled"),
+            })
         }
     }
 }
@@ -290,10 +312,12 @@ pub async fn cancel_order(pool: &Pool, id: OrderId) -> Result<Option<StoredOrder
 /// # Errors
 /// Database errors.
 pub async fn get_order(pool: &Pool, id: OrderId) -> Result<Option<StoredOrder>, DbError> {
-    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM market_orders WHERE id = $1")))
-        .bind(id.0)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM market_orders WHERE id = $1"
+    )))
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?;
     row.map(StoredOrder::try_from).transpose()
 }
 
@@ -359,7 +383,11 @@ pub struct DepthLevel {
 ///
 /// # Errors
 /// Database errors.
-pub async fn book_depth(pool: &Pool, period: Period, zone: Option<GridNodeId>) -> Result<Vec<DepthLevel>, DbError> {
+pub async fn book_depth(
+    pool: &Pool,
+    period: Period,
+    zone: Option<GridNodeId>,
+) -> Result<Vec<DepthLevel>, DbError> {
     let rows: Vec<(Uuid, String, i64, i64, i64)> = sqlx::query_as(
         "SELECT zone_id, side, price_per_kwh, sum(energy_wh)::bigint, count(*)
          FROM market_orders WHERE period_start = $1 AND status = 'open' AND ($2::uuid IS NULL OR zone_id = $2)
@@ -374,7 +402,8 @@ pub async fn book_depth(pool: &Pool, period: Period, zone: Option<GridNodeId>) -
         .map(|(zone, side, price, energy_wh, orders)| {
             Ok(DepthLevel {
                 zone: GridNodeId(zone),
-                side: Side::parse(&side).ok_or_else(|| DbError::Corrupt(format!("market_orders.side {side:?}")))?,
+                side: Side::parse(&side)
+                    .ok_or_else(|| DbError::Corrupt(format!("market_orders.side {side:?}")))?,
                 price,
                 energy_wh,
                 orders,
@@ -455,7 +484,8 @@ pub async fn clear_period(
                 id: OrderId(id),
                 site: SiteId(site),
                 zone: GridNodeId(zone),
-                side: Side::parse(&side).ok_or_else(|| DbError::Corrupt(format!("market_orders.side {side:?}")))?,
+                side: Side::parse(&side)
+                    .ok_or_else(|| DbError::Corrupt(format!("market_orders.side {side:?}")))?,
                 price,
                 energy: WattHours(energy),
                 submitted_at,
@@ -466,7 +496,9 @@ pub async fn clear_period(
         .map_err(|e| DbError::Invalid { field: "book", reason: e.to_string() })?;
     let canonical = serde_json::to_vec(&clearing).map_err(|e| DbError::Corrupt(e.to_string()))?;
     let hash: [u8; 32] = Sha256::digest(&canonical).into();
-    let count = |n: usize| i32::try_from(n).map_err(|_| DbError::Invalid { field: "book", reason: "too many orders".into() });
+    let count = |n: usize| {
+        i32::try_from(n).map_err(|_| DbError::Invalid { field: "book", reason: "too many orders".into() })
+    };
     let summary: (DateTime<Utc>,) = sqlx::query_as(
         "INSERT INTO market_clearings (period_start, pricing, order_count, trade_count, volume_wh, welfare_milli,
              result_sha256, cleared_by)
@@ -565,7 +597,10 @@ pub async fn periods_to_clear(pool: &Pool, latest: Period) -> Result<Vec<Period>
 ///
 /// # Errors
 /// Database errors.
-pub async fn clearing_result(pool: &Pool, period: Period) -> Result<Option<(ClearingSummary, Vec<ZonePrice>)>, DbError> {
+pub async fn clearing_result(
+    pool: &Pool,
+    period: Period,
+) -> Result<Option<(ClearingSummary, Vec<ZonePrice>)>, DbError> {
     let row: Option<(DateTime<Utc>, String, i32, i32, i64, i64, Vec<u8>, String)> = sqlx::query_as(
         "SELECT cleared_at, pricing, order_count, trade_count, volume_wh, welfare_milli, result_sha256, cleared_by
          FROM market_clearings WHERE period_start = $1",
@@ -573,7 +608,9 @@ pub async fn clearing_result(pool: &Pool, period: Period) -> Result<Option<(Clea
     .bind(period.start())
     .fetch_optional(pool)
     .await?;
-    let Some((cleared_at, pricing, order_count, trade_count, volume_wh, welfare_milli, hash, cleared_by)) = row else {
+    let Some((cleared_at, pricing, order_count, trade_count, volume_wh, welfare_milli, hash, cleared_by)) =
+        row
+    else {
         return Ok(None);
     };
     let zones: Vec<(Uuid, Option<i64>, i64, i64, i64, bool)> = sqlx::query_as(
@@ -716,7 +753,8 @@ fn strategy_from(r: StrategyRow) -> Result<StoredStrategy, DbError> {
     Ok(StoredStrategy {
         id: StrategyId(r.0),
         site: SiteId(r.1),
-        strategy: serde_json::from_value(r.2).map_err(|e| DbError::Corrupt(format!("market_strategies.params: {e}")))?,
+        strategy: serde_json::from_value(r.2)
+            .map_err(|e| DbError::Corrupt(format!("market_strategies.params: {e}")))?,
         created_by: UserId(r.3),
         created_at: r.4,
     })
@@ -790,10 +828,11 @@ pub async fn get_strategy(pool: &Pool, id: StrategyId) -> Result<Option<StoredSt
 /// # Errors
 /// Database errors.
 pub async fn disable_strategy(pool: &Pool, id: StrategyId) -> Result<bool, DbError> {
-    let done = sqlx::query("UPDATE market_strategies SET disabled_at = now() WHERE id = $1 AND disabled_at IS NULL")
-        .bind(id.0)
-        .execute(pool)
-        .await?;
+    let done =
+        sqlx::query("UPDATE market_strategies SET disabled_at = now() WHERE id = $1 AND disabled_at IS NULL")
+            .bind(id.0)
+            .execute(pool)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -23,9 +23,9 @@
 use gridmesh_core::{GridNodeId, OrderId, SiteId, WattHours};
 use serde::{Deserialize, Serialize};
 
+use crate::ClearingError;
 use crate::curve::Curve;
 use crate::order::{Network, Order, Pricing, Rules, Side};
-use crate::ClearingError;
 
 /// Largest energy of one order, in Wh (1 TWh): keeps every sum far from overflow.
 pub const MAX_ORDER_WH: i64 = 1_000_000_000_000;
@@ -198,7 +198,8 @@ pub fn clear(network: &Network, orders: &[Order], rules: Rules) -> Result<Cleari
         for &c in &network.children[z] {
             let (lo, hi) = limit(c);
             let a = subtree[c].at(p - 1);
-            let offers = (a + offer_width(network, &offer_levels, &subtree, c, p)).clamp(lo, hi) - a.clamp(lo, hi);
+            let offers =
+                (a + offer_width(network, &offer_levels, &subtree, c, p)).clamp(lo, hi) - a.clamp(lo, hi);
             parts.push((a.clamp(lo, hi), subtree[c].at(p).clamp(lo, hi), offers));
         }
         let mut rest = target[z] - parts.iter().map(|r| r.0).sum::<i64>();
@@ -221,7 +222,10 @@ pub fn clear(network: &Network, orders: &[Order], rules: Rules) -> Result<Cleari
             target[c] = x;
         }
         if rest != 0 {
-            return Err(ClearingError::Inconsistent(format!("zone {} short of its target", network.zones[z].id)));
+            return Err(ClearingError::Inconsistent(format!(
+                "zone {} short of its target",
+                network.zones[z].id
+            )));
         }
     }
 
@@ -326,7 +330,13 @@ fn offers_at(levels: &[(i64, i64)], p: i64) -> i64 {
 
 /// How much of subtree `z`'s net-export range at price `p` comes from filling offers at `p`
 /// (before any bid at `p` has to give way), as seen through the links' limits.
-fn offer_width(network: &Network, offer_levels: &[Vec<(i64, i64)>], subtree: &[Curve], z: usize, p: i64) -> i64 {
+fn offer_width(
+    network: &Network,
+    offer_levels: &[Vec<(i64, i64)>],
+    subtree: &[Curve],
+    z: usize,
+    p: i64,
+) -> i64 {
     let mut w = offers_at(&offer_levels[z], p);
     for &c in &network.children[z] {
         let (lo, hi) = (-network.zones[c].import_limit.get(), network.zones[c].export_limit.get());
@@ -455,7 +465,8 @@ fn match_trades(
         }
         sellers.drain(..i);
         buyers.drain(..j);
-        let up: i64 = sellers.iter().map(|l| l.remaining).sum::<i64>() - buyers.iter().map(|l| l.remaining).sum::<i64>();
+        let up: i64 = sellers.iter().map(|l| l.remaining).sum::<i64>()
+            - buyers.iter().map(|l| l.remaining).sum::<i64>();
         let expected = if network.parent[z].is_some() { target[z] } else { 0 };
         if up != expected {
             return Err(ClearingError::Inconsistent(format!(

@@ -143,9 +143,11 @@ impl Network {
         zones.sort_by_key(|z| z.id);
         let mut index = BTreeMap::new();
         for (i, z) in zones.iter().enumerate() {
-            for (field, value) in
-                [("import_limit", z.import_limit.get()), ("export_limit", z.export_limit.get()), ("fee_per_kwh", z.fee_per_kwh)]
-            {
+            for (field, value) in [
+                ("import_limit", z.import_limit.get()),
+                ("export_limit", z.export_limit.get()),
+                ("fee_per_kwh", z.fee_per_kwh),
+            ] {
                 if value < 0 {
                     return Err(ClearingError::NegativeZoneValue { zone: z.id, field, value });
                 }

@@ -216,7 +216,10 @@ mod tests {
     #[test]
     fn shortfall_is_bought() {
         let s = Strategy::BuyShortfall { max_price: 25 };
-        assert_eq!(s.size(&outlook(100, 700, None)).map(|i| (i.side, i.energy)), Some((Side::Buy, WattHours(600))));
+        assert_eq!(
+            s.size(&outlook(100, 700, None)).map(|i| (i.side, i.energy)),
+            Some((Side::Buy, WattHours(600)))
+        );
     }
 
     #[test]

@@ -70,7 +70,8 @@ fn reference(orders: &[Order]) -> (i64, Option<i64>, BTreeMap<OrderId, i64>) {
     offers.sort_by(|a, b| (a.price, a.submitted_at, a.id).cmp(&(b.price, b.submitted_at, b.id)));
     let mut filled: BTreeMap<OrderId, i64> = orders.iter().map(|o| (o.id, 0)).collect();
     let (mut i, mut j) = (0, 0);
-    let (mut bi_left, mut oj_left) = (bids.first().map_or(0, |b| b.energy.get()), offers.first().map_or(0, |o| o.energy.get()));
+    let (mut bi_left, mut oj_left) =
+        (bids.first().map_or(0, |b| b.energy.get()), offers.first().map_or(0, |o| o.energy.get()));
     let mut volume = 0;
     while i < bids.len() && j < offers.len() && bids[i].price >= offers[j].price {
         let q = bi_left.min(oj_left);
@@ -138,10 +139,12 @@ fn check_optimal(net: &Network, orders: &[Order], c: &Clearing) {
             assert_eq!(f, 0, "order out of the money at {p} filled: {o:?}");
         }
     }
-    let out: BTreeMap<GridNodeId, &gridmesh_market::ZoneOutcome> = c.zones.iter().map(|z| (z.zone, z)).collect();
+    let out: BTreeMap<GridNodeId, &gridmesh_market::ZoneOutcome> =
+        c.zones.iter().map(|z| (z.zone, z)).collect();
     for z in net.zones() {
         let zo = out[&z.id];
-        let inflow: i64 = net.zones().iter().filter(|c| c.parent == Some(z.id)).map(|c| out[&c.id].net_export.get()).sum();
+        let inflow: i64 =
+            net.zones().iter().filter(|c| c.parent == Some(z.id)).map(|c| out[&c.id].net_export.get()).sum();
         assert_eq!(
             zo.sold.get() - zo.bought.get() + inflow,
             zo.net_export.get(),
@@ -150,10 +153,17 @@ fn check_optimal(net: &Network, orders: &[Order], c: &Clearing) {
         );
         if let Some(parent) = z.parent {
             let flow = zo.net_export.get();
-            assert!(flow <= z.export_limit.get() && -flow <= z.import_limit.get(), "flow {flow} beyond limits of {z:?}");
+            assert!(
+                flow <= z.export_limit.get() && -flow <= z.import_limit.get(),
+                "flow {flow} beyond limits of {z:?}"
+            );
             match (zo.price, price[&parent]) {
-                (Some(pc), Some(pp)) if pc < pp => assert_eq!(flow, z.export_limit.get(), "cheaper zone must export at its limit"),
-                (Some(pc), Some(pp)) if pc > pp => assert_eq!(flow, -z.import_limit.get(), "dearer zone must import at its limit"),
+                (Some(pc), Some(pp)) if pc < pp => {
+                    assert_eq!(flow, z.export_limit.get(), "cheaper zone must export at its limit")
+                }
+                (Some(pc), Some(pp)) if pc > pp => {
+                    assert_eq!(flow, -z.import_limit.get(), "dearer zone must import at its limit")
+                }
                 _ => {}
             }
         }
@@ -274,7 +284,9 @@ fn order(n: u8, zone: u8, side: Side, price: i64, wh: i64) -> Order {
 #[test]
 fn a_binding_feeder_limit_separates_prices() {
     // Feeder 2 has cheap solar, feeder 3 expensive demand; the link from 2 carries 300 Wh.
-    let net = Network::new([zone(1, None, 0, 0), zone(2, Some(1), 1_000, 300), zone(3, Some(1), 5_000, 5_000)]).unwrap();
+    let net =
+        Network::new([zone(1, None, 0, 0), zone(2, Some(1), 1_000, 300), zone(3, Some(1), 5_000, 5_000)])
+            .unwrap();
     let orders = [
         order(1, 2, Side::Sell, 8, 1_000),
         order(2, 2, Side::Buy, 30, 200),
@@ -336,14 +348,36 @@ fn bad_books_are_refused_with_the_order_named() {
     assert!(e.to_string().contains("unknown zone"), "{e}");
     o.zone = zid(1);
     o.energy = WattHours(0);
-    assert!(clear(&net, std::slice::from_ref(&o), Rules::default()).unwrap_err().to_string().contains("energy must be 1"));
+    assert!(
+        clear(&net, std::slice::from_ref(&o), Rules::default())
+            .unwrap_err()
+            .to_string()
+            .contains("energy must be 1")
+    );
     o.energy = WattHours(5);
     o.price = 10_001;
-    assert!(clear(&net, std::slice::from_ref(&o), Rules::default()).unwrap_err().to_string().contains("price must be 0 to 10000"));
+    assert!(
+        clear(&net, std::slice::from_ref(&o), Rules::default())
+            .unwrap_err()
+            .to_string()
+            .contains("price must be 0 to 10000")
+    );
     o.price = 5;
-    assert!(clear(&net, &[o.clone(), o], Rules::default()).unwrap_err().to_string().contains("appears twice"));
-    assert!(Network::new([zone(1, Some(2), 0, 0), zone(2, Some(1), 0, 0)]).unwrap_err().to_string().contains("cycle"));
-    assert!(Network::new([zone(1, None, -1, 0)]).unwrap_err().to_string().contains("import_limit must not be negative"));
+    assert!(
+        clear(&net, &[o.clone(), o], Rules::default()).unwrap_err().to_string().contains("appears twice")
+    );
+    assert!(
+        Network::new([zone(1, Some(2), 0, 0), zone(2, Some(1), 0, 0)])
+            .unwrap_err()
+            .to_string()
+            .contains("cycle")
+    );
+    assert!(
+        Network::new([zone(1, None, -1, 0)])
+            .unwrap_err()
+            .to_string()
+            .contains("import_limit must not be negative")
+    );
 }
 
 #[test]

@@ -103,6 +103,58 @@ pub struct ServeConfig {
     /// Telemetry ingest settings.
     #[command(flatten)]
     pub ingest: IngestArgs,
+
+    #[command(flatten)]
+    pub market: MarketArgs,
+}
+
+/// The peer-to-peer market: rules, and the jobs that clear it and trade for strategies.
+#[derive(Debug, Clone, Args)]
+pub struct MarketArgs {
+    /// Run neither the clearing job nor the strategy job in this process (the API still works).
+    #[arg(long, env = "GRIDMESH_NO_MARKET")]
+    pub no_market: bool,
+
+    /// Seconds before a delivery period starts at which its order book closes and it clears.
+    #[arg(long, env = "GRIDMESH_MARKET_GATE_CLOSURE", default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub market_gate_closure: u32,
+
+    /// How trades are priced: one price per zone, or each side at its own limit.
+    #[arg(long, env = "GRIDMESH_MARKET_PRICING", value_enum, default_value_t = PricingArg::PayAsClear)]
+    pub market_pricing: PricingArg,
+
+    /// Highest limit price, minor currency units per kWh.
+    #[arg(long, env = "GRIDMESH_MARKET_MAX_PRICE", default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000_000))]
+    pub market_max_price: i64,
+
+    /// Largest order, Wh per period.
+    #[arg(long, env = "GRIDMESH_MARKET_MAX_ORDER_WH", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000_000_000))]
+    pub market_max_order_wh: i64,
+
+    /// How far ahead orders may be placed, days.
+    #[arg(long, env = "GRIDMESH_MARKET_HORIZON_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub market_horizon_days: u32,
+
+    /// Network fee per kWh for each feeder a trade's path touches, minor units.
+    #[arg(long, env = "GRIDMESH_MARKET_FEE_FEEDER", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    pub market_fee_feeder: i64,
+
+    /// Network fee per kWh for each transformer a trade's path crosses, minor units.
+    #[arg(long, env = "GRIDMESH_MARKET_FEE_TRANSFORMER", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    pub market_fee_transformer: i64,
+
+    /// Seconds between the market jobs' checks for periods to clear and strategies to run.
+    #[arg(long, env = "GRIDMESH_MARKET_TICK", default_value = "5", value_parser = parse_seconds)]
+    pub market_tick: Duration,
+}
+
+/// `--market-pricing` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PricingArg {
+    /// Uniform price per zone.
+    PayAsClear,
+    /// Each side at its own limit price.
+    PayAsBid,
 }
 
 /// Settings of the telemetry ingest worker (part of `serve`, or alone as `ingest`).

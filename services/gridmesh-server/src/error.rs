@@ -48,6 +48,10 @@ pub enum ApiError {
         /// The caller's role.
         have: Role,
     },
+    /// Authenticated with the right role, but not allowed this particular thing (another
+    /// user's site).
+    #[error("{0}")]
+    Denied(String),
     /// The thing asked for does not exist (or is not the caller's to see).
     #[error("{0} not found")]
     NotFound(String),
@@ -88,7 +92,7 @@ impl ApiError {
             ApiError::BadQuery(_) | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::Denied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -108,7 +112,7 @@ impl ApiError {
             ApiError::BadPath(_) => "malformed-path",
             ApiError::Invalid { .. } => "invalid-input",
             ApiError::Unauthenticated(_) => "unauthenticated",
-            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Forbidden { .. } | ApiError::Denied(_) => "forbidden",
             ApiError::NotFound(_) | ApiError::NoRoute(_) => "not-found",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
@@ -187,6 +191,9 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         "users_name_check" => ApiError::invalid("name", "must be 1 to 200 characters"),
         "api_tokens_user_id_fkey" => ApiError::NotFound("user".into()),
         "api_tokens_label_check" => ApiError::invalid("label", "must be at most 200 characters"),
+        "market_strategies_one_kind" => {
+            ApiError::Conflict("the site already has an active strategy of this kind; delete it first".into())
+        }
         _ => return None,
     })
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod market;
 pub mod metrics;
 pub mod serve;
 

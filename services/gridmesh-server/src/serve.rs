@@ -27,13 +27,21 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The server's public key, which agents use to verify what the server signs.
     pub server_key: Option<PublicKey>,
+    /// Market rules and timing.
+    pub market: crate::market::MarketSettings,
 }
 
 impl AppState {
     /// State around an existing pool and broker link (tests build it this way).
     #[must_use]
     pub fn new(pool: Pool, broker: BrokerLink) -> Self {
-        Self { pool, broker, metrics: crate::metrics::install(), server_key: None }
+        Self {
+            pool,
+            broker,
+            metrics: crate::metrics::install(),
+            server_key: None,
+            market: crate::market::MarketSettings::default(),
+        }
     }
 }
 
@@ -117,6 +125,7 @@ pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> 
     let broker = BrokerLink::spawn(&config.mqtt_url, &config.mqtt_client_id);
     let mut state = AppState::new(pool, broker);
     state.server_key = Some(server_key.public());
+    state.market = crate::market::MarketSettings::from_args(&config.market);
     let maintenance = {
         let pool = state.pool.clone();
         tokio::spawn(async move {
@@ -135,6 +144,16 @@ pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> 
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut service = Service { state, role, jobs: vec![maintenance], workers: Vec::new(), stop };
+    if role == Role::Serve && !config.market.no_market {
+        let pool = service.state.pool.clone();
+        let replica = format!("{}@{}", config.mqtt_client_id, std::process::id());
+        service.jobs.push(tokio::spawn(crate::market::run(
+            pool,
+            service.state.market,
+            replica,
+            stop_rx.clone(),
+        )));
+    }
     if role == Role::Ingest || !config.ingest.no_ingest {
         let args = &config.ingest;
         let broker = BrokerAddr {

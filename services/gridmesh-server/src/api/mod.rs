@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::AppState;
 
+mod market;
 mod readings;
 mod users;
 
@@ -29,6 +30,13 @@ pub fn router() -> Router<AppState> {
         .route("/sites/{id}/flags", get(readings::flags))
         .route("/sites/{id}/flags/resolve", post(readings::resolve))
         .route("/sites/{id}/agents", post(readings::enrol))
+        .route("/market/orders", post(market::place).get(market::list))
+        .route("/market/orders/{id}", get(market::get_one).put(market::replace).delete(market::cancel))
+        .route("/market/periods/{start}", get(market::period))
+        .route("/market/periods/{start}/book", get(market::book))
+        .route("/market/trades", get(market::trades))
+        .route("/market/strategies", post(market::create_strategy).get(market::list_strategies))
+        .route("/market/strategies/{id}", delete(market::delete_strategy))
 }
 
 /// One page of a keyset-paged list.
