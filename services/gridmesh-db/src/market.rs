@@ -470,25 +470,24 @@ pub async fn clear_period(
     if lock_period(&mut tx, period, true).await? {
         return Ok(None);
     }
-    let rows: Vec<(Uuid, Uuid, Uuid, String, i64, i64, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT id, site_id, zone_id, side, price_per_kwh, energy_wh, submitted_at
-         FROM market_orders WHERE period_start = $1 AND status = 'open' FOR UPDATE",
-    )
+    let rows: Vec<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM market_orders WHERE period_start = $1 AND status = 'open' FOR UPDATE"
+    )))
     .bind(period.start())
     .fetch_all(&mut *tx)
     .await?;
     let orders = rows
         .into_iter()
-        .map(|(id, site, zone, side, price, energy, submitted_at)| {
+        .map(|row| {
+            let o = StoredOrder::try_from(row)?;
             Ok(Order {
-                id: OrderId(id),
-                site: SiteId(site),
-                zone: GridNodeId(zone),
-                side: Side::parse(&side)
-                    .ok_or_else(|| DbError::Corrupt(format!("market_orders.side {side:?}")))?,
-                price,
-                energy: WattHours(energy),
-                submitted_at,
+                id: o.id,
+                site: o.site,
+                zone: o.zone,
+                side: o.side,
+                price: o.price,
+                energy: o.energy,
+                submitted_at: o.submitted_at,
             })
         })
         .collect::<Result<Vec<_>, DbError>>()?;
@@ -593,6 +592,18 @@ pub async fn periods_to_clear(pool: &Pool, latest: Period) -> Result<Vec<Period>
     rows.into_iter().map(period_of).collect()
 }
 
+#[derive(sqlx::FromRow)]
+struct ClearingRow {
+    cleared_at: DateTime<Utc>,
+    pricing: String,
+    order_count: i32,
+    trade_count: i32,
+    volume_wh: i64,
+    welfare_milli: i64,
+    result_sha256: Vec<u8>,
+    cleared_by: String,
+}
+
 /// A period's clearing summary and zone prices, if it has cleared.
 ///
 /// # Errors
@@ -601,15 +612,23 @@ pub async fn clearing_result(
     pool: &Pool,
     period: Period,
 ) -> Result<Option<(ClearingSummary, Vec<ZonePrice>)>, DbError> {
-    let row: Option<(DateTime<Utc>, String, i32, i32, i64, i64, Vec<u8>, String)> = sqlx::query_as(
+    let row: Option<ClearingRow> = sqlx::query_as(
         "SELECT cleared_at, pricing, order_count, trade_count, volume_wh, welfare_milli, result_sha256, cleared_by
          FROM market_clearings WHERE period_start = $1",
     )
     .bind(period.start())
     .fetch_optional(pool)
     .await?;
-    let Some((cleared_at, pricing, order_count, trade_count, volume_wh, welfare_milli, hash, cleared_by)) =
-        row
+    let Some(ClearingRow {
+        cleared_at,
+        pricing,
+        order_count,
+        trade_count,
+        volume_wh,
+        welfare_milli,
+        result_sha256: hash,
+        cleared_by,
+    }) = row
     else {
         return Ok(None);
     };

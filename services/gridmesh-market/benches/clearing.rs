@@ -51,8 +51,8 @@ fn main() {
             id: *fid,
             parent: Some(GridNodeId::from_bytes(id(10 + (f as u64 % 4)))),
             // Every third feeder is weak, so its link binds.
-            import_limit: WattHours(if f % 3 == 0 { 50_000 } else { 900_000 }),
-            export_limit: WattHours(if f % 3 == 0 { 40_000 } else { 700_000 }),
+            import_limit: WattHours(if f.is_multiple_of(3) { 50_000 } else { 900_000 }),
+            export_limit: WattHours(if f.is_multiple_of(3) { 40_000 } else { 700_000 }),
             fee_per_kwh: 2,
         });
     }
@@ -72,7 +72,7 @@ fn main() {
             // Sellers cluster around 10-20, buyers around 15-30 (minor units per kWh), with
             // the cheap feeders selling lower.
             let price = match side {
-                Side::Sell => 8 + rnd(14) as i64 - if feeder % 3 == 0 { 4 } else { 0 },
+                Side::Sell => 8 + rnd(14) as i64 - if feeder.is_multiple_of(3) { 4 } else { 0 },
                 Side::Buy => 14 + rnd(18) as i64,
             };
             Order {

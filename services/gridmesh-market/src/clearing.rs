@@ -476,6 +476,6 @@ fn match_trades(
         }
         passed[z] = (sellers, buyers);
     }
-    trades.sort_unstable_by(|a, b| (a.sell_order, a.buy_order).cmp(&(b.sell_order, b.buy_order)));
+    trades.sort_unstable_by_key(|a| (a.sell_order, a.buy_order));
     Ok(trades)
 }

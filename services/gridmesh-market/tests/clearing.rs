@@ -66,8 +66,8 @@ fn random_orders(rng: &mut Rng, zones: &[u8], count: usize, max_price: u64) -> V
 fn reference(orders: &[Order]) -> (i64, Option<i64>, BTreeMap<OrderId, i64>) {
     let mut bids: Vec<&Order> = orders.iter().filter(|o| o.side == Side::Buy).collect();
     let mut offers: Vec<&Order> = orders.iter().filter(|o| o.side == Side::Sell).collect();
-    bids.sort_by(|a, b| (-a.price, a.submitted_at, a.id).cmp(&(-b.price, b.submitted_at, b.id)));
-    offers.sort_by(|a, b| (a.price, a.submitted_at, a.id).cmp(&(b.price, b.submitted_at, b.id)));
+    bids.sort_by_key(|a| (-a.price, a.submitted_at, a.id));
+    offers.sort_by_key(|a| (a.price, a.submitted_at, a.id));
     let mut filled: BTreeMap<OrderId, i64> = orders.iter().map(|o| (o.id, 0)).collect();
     let (mut i, mut j) = (0, 0);
     let (mut bi_left, mut oj_left) =
