@@ -51,6 +51,9 @@ enum Mode {
         /// Readings per batch (one a second).
         #[arg(long, default_value_t = 5)]
         batch: usize,
+        /// Do not give the homes standing market strategies.
+        #[arg(long)]
+        no_trading: bool,
     },
     /// Publish back-to-back batches for a while and report the committed rate.
     Flood {
@@ -92,8 +95,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let centre = GeoPoint { lat: 52.52, lon: 13.40 };
     match cli.mode {
-        Mode::Demo { homes, batch } => {
+        Mode::Demo { homes, batch, no_trading } => {
             let mut homes = provision(&pool, &cli.name, homes, centre).await?;
+            if !no_trading {
+                let created =
+                    gridmesh_loadgen::neighbourhood::enable_trading(&pool, &cli.name, &homes).await?;
+                tracing::info!(created, "simulated homes trade through standing market strategies");
+            }
             let publisher = Publisher::connect(
                 &cli.mqtt_host,
                 cli.mqtt_port,

@@ -7,6 +7,7 @@ use gridmesh_core::{
     UserId, WattHours, Watts,
 };
 use gridmesh_db::Pool;
+use gridmesh_market::strategy::Strategy;
 use gridmesh_wire::KeyPair;
 use sha2::{Digest, Sha256};
 
@@ -48,6 +49,45 @@ fn id16(name: &str, what: &str, n: u64) -> [u8; 16] {
     out[6] = (out[6] & 0x0f) | 0x40;
     out[8] = (out[8] & 0x3f) | 0x80;
     out
+}
+
+/// The standing strategies a simulated home trades with: homes with a battery sell what it
+/// holds above 30 % from 19 to 23 minor units per kWh and buy to charge below 12 to 15; homes
+/// without one sell their PV surplus from 9 to 13 and buy their shortfall up to 22 to 29.
+#[must_use]
+pub fn strategies_for(home: &SimHome) -> Vec<Strategy> {
+    let s = (home.home.seed % 5) as i64;
+    if home.home.battery.is_some() {
+        vec![
+            Strategy::SellFromBattery { min_price: 19 + s, reserve_soc_pct: 30 },
+            Strategy::BuyToCharge { max_price: 12 + s.min(3), target_soc_pct: 90 },
+        ]
+    } else {
+        vec![
+            Strategy::SellSurplus { min_price: 9 + s },
+            Strategy::BuyShortfall { max_price: 22 + (home.home.seed % 8) as i64 },
+        ]
+    }
+}
+
+/// Gives every home its strategies (see [`strategies_for`]) unless it has some already, so the
+/// neighbourhood trades on the market by itself. Returns the number created.
+///
+/// # Errors
+/// Database errors.
+pub async fn enable_trading(pool: &Pool, name: &str, homes: &[SimHome]) -> anyhow::Result<usize> {
+    let owner = UserId::from_bytes(id16(name, "owner", 0));
+    let mut created = 0;
+    for home in homes {
+        if !gridmesh_db::list_strategies(pool, None, Some(home.site)).await?.is_empty() {
+            continue;
+        }
+        for strategy in strategies_for(home) {
+            gridmesh_db::create_strategy(pool, home.site, &strategy, owner).await?;
+            created += 1;
+        }
+    }
+    Ok(created)
 }
 
 /// Creates (or finds) `homes` homes of the neighbourhood `name` around `centre`.

@@ -23,10 +23,10 @@ pub use error::DbError;
 pub use grid::{get_site, insert_grid_node, insert_site, load_topology};
 pub use ingest::{CommitReport, IngestRow, commit_ingest};
 pub use market::{
-    ClearingSummary, DepthLevel, NewOrder, OrderFilter, OrderStatus, StoredOrder, StoredStrategy,
+    ClearingSummary, Commitment, DepthLevel, NewOrder, OrderFilter, OrderStatus, StoredOrder, StoredStrategy,
     StoredTrade, TradeFilter, ZonePrice, book_depth, cancel_order, clear_period, clearing_result,
-    create_strategy, disable_strategy, get_order, get_strategy, list_orders, list_strategies, list_trades,
-    periods_to_clear, place_order, strategies_due,
+    create_strategy, delivery_commitments, disable_strategy, get_order, get_strategy, list_orders,
+    list_strategies, list_trades, periods_to_clear, place_order, strategies_due,
 };
 pub use pool::{ConnectOptions, MIGRATOR, connect, connect_with_retry, migrate};
 pub use provision::{ensure_agent, ensure_grid_node, ensure_site, ensure_user};

@@ -169,7 +169,7 @@ pub async fn outlook(
     period: Period,
     now: DateTime<Utc>,
 ) -> Result<Outlook, DbError> {
-    let history: Vec<PastPeriod> =
+    let mut history: Vec<PastPeriod> =
         gridmesh_db::site_energy(pool, site.id, now - chrono::Duration::days(HISTORY_DAYS), now)
             .await?
             .into_iter()
@@ -185,8 +185,20 @@ pub async fn outlook(
                 },
             })
             .collect();
-    let forecast = Baseline.forecast(site, &history, period);
     let latest = gridmesh_db::latest_reading(pool, site.id).await?;
+    // A site too new for a finished period is forecast from its latest powers (persistence).
+    if history.is_empty()
+        && let Some(r) = latest.as_ref().map(|l| &l.reading)
+        && let (Some(grid), Some(pv)) = (r.grid_power, r.pv_power)
+    {
+        let load = grid.get() + pv.get() - r.battery_power.map_or(0, |b| b.get());
+        history.push(PastPeriod {
+            period: Period::containing(r.at),
+            pv: Some(WattHours(pv.get() / 4)),
+            load: Some(WattHours(load.max(0) / 4)),
+        });
+    }
+    let forecast = Baseline.forecast(site, &history, period);
     let battery = site.battery.map(|b| {
         let soc = latest.as_ref().and_then(|r| r.reading.battery_soc).map_or(0.5, |s| s.percent() / 100.0);
         BatteryOutlook {

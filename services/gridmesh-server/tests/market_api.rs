@@ -223,6 +223,17 @@ async fn orders_clear_at_gate_closure_into_zonal_prices_and_trades(pool: PgPool)
     assert!(items.iter().all(|x| x["buyer_site"] == json!(t.bob_site)));
     assert_eq!(items.iter().map(|x| x["energy_wh"].as_i64().unwrap()).sum::<i64>(), 600);
     assert!(items.iter().any(|x| x["path"].as_array().unwrap().len() == 3 && x["seller_price"] == 8));
+    let (s, positions) =
+        call(a, "GET", &format!("/v1/market/periods/{p}/commitments"), &t.operator, None).await;
+    assert_eq!(s, 200, "{positions}");
+    let position = |site: SiteId| {
+        positions.as_array().unwrap().iter().find(|c| c["site"] == json!(site)).unwrap()["net_wh"].clone()
+    };
+    assert_eq!(
+        (position(t.alice_site), position(t.bob_site), position(t.carol_site)),
+        (json!(100), json!(-600), json!(500))
+    );
+    assert_eq!(call(a, "GET", &format!("/v1/market/periods/{p}/commitments"), &t.bob.1, None).await.0, 403);
     let (_, all) = call(a, "GET", "/v1/market/trades", &t.operator, None).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 3);
     assert_eq!(call(a, "GET", "/v1/market/trades", &t.utility, None).await.0, 403);

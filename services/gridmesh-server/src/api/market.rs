@@ -374,6 +374,19 @@ pub async fn book(
     Ok(Json(gridmesh_db::book_depth(&state.pool, period, q.zone).await?))
 }
 
+/// `GET /v1/market/periods/{start}/commitments` (operators and regulators): each site's net
+/// market position in a cleared period, what the balancing optimizer schedules the site's
+/// devices to deliver and settlement checks against metered energy.
+pub async fn commitments(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(start): Path<String>,
+) -> Result<Json<Vec<gridmesh_db::Commitment>>, ApiError> {
+    caller.require(SEE_ALL)?;
+    let period = period_param(&start)?;
+    Ok(Json(gridmesh_db::delivery_commitments(&state.pool, period).await?))
+}
+
 /// Query of `GET /v1/market/trades`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

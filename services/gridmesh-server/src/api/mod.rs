@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/market/orders/{id}", get(market::get_one).put(market::replace).delete(market::cancel))
         .route("/market/periods/{start}", get(market::period))
         .route("/market/periods/{start}/book", get(market::book))
+        .route("/market/periods/{start}/commitments", get(market::commitments))
         .route("/market/trades", get(market::trades))
         .route("/market/strategies", post(market::create_strategy).get(market::list_strategies))
         .route("/market/strategies/{id}", delete(market::delete_strategy))
