@@ -240,4 +240,35 @@ mod tests {
         assert_eq!(serde_json::from_str::<Strategy>(json).unwrap(), Strategy::SellSurplus { min_price: 12 });
         assert!(serde_json::from_str::<Strategy>(r#"{"kind":"sell_everything"}"#).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_json_is_parsed_or_refused_never_half_read(text in "\\PC{0,80}", kind in 0_usize..5, a in -50_i64..200, b in 0_u8..=255) {
+            // Arbitrary text never panics the parser.
+            let _ = serde_json::from_str::<Strategy>(&text);
+            // Well-formed strategies round-trip exactly; out-of-range ones are refused by name.
+            let kinds = ["sell_surplus", "buy_shortfall", "buy_to_charge", "sell_from_battery", "sell_everything"];
+            let json = serde_json::json!({
+                "kind": kinds[kind], "min_price": a, "max_price": a, "target_soc_pct": b, "reserve_soc_pct": b,
+            });
+            // Unknown fields for the kind are refused, so send only the kind's own.
+            let own: serde_json::Value = match kinds[kind] {
+                "sell_surplus" => serde_json::json!({"kind": "sell_surplus", "min_price": a}),
+                "buy_shortfall" => serde_json::json!({"kind": "buy_shortfall", "max_price": a}),
+                "buy_to_charge" => serde_json::json!({"kind": "buy_to_charge", "max_price": a, "target_soc_pct": b}),
+                "sell_from_battery" => serde_json::json!({"kind": "sell_from_battery", "min_price": a, "reserve_soc_pct": b}),
+                _ => json.clone(),
+            };
+            proptest::prop_assert!(serde_json::from_value::<Strategy>(json).is_err(), "extra fields must be refused");
+            match serde_json::from_value::<Strategy>(own.clone()) {
+                Ok(s) => {
+                    proptest::prop_assert_eq!(serde_json::to_value(s).unwrap(), own);
+                    let uses_soc = matches!(s, Strategy::BuyToCharge { .. } | Strategy::SellFromBattery { .. });
+                    let valid = (0..=100).contains(&a) && (!uses_soc || b <= 100);
+                    proptest::prop_assert_eq!(s.validate(100).is_ok(), valid);
+                }
+                Err(e) => proptest::prop_assert!(kinds[kind] == "sell_everything", "{e}"),
+            }
+        }
+    }
 }

@@ -22,7 +22,9 @@ fn lp_welfare(zones: &[Zone], orders: &[Order]) -> f64 {
     let flow: Vec<_> = zones
         .iter()
         .map(|z| match z.parent {
-            Some(_) => Some(vars.add(variable().min(-(z.import_limit.get() as f64)).max(z.export_limit.get() as f64))),
+            Some(_) => Some(
+                vars.add(variable().min(-(z.import_limit.get() as f64)).max(z.export_limit.get() as f64)),
+            ),
             None => None,
         })
         .collect();

@@ -240,10 +240,16 @@ async fn place_for(
     Ok(gridmesh_db::place_order(pool, &order, None).await?.is_some())
 }
 
-/// Runs both jobs every `settings.tick` until `stop` turns true.
+/// How often strategies without an order for the next period are looked at again (their
+/// forecast changes slowly; each look reads a week of the site's history).
+const STRATEGY_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs the clearing every `settings.tick` and the strategies every minute, until `stop` turns
+/// true.
 pub async fn run(pool: Pool, settings: MarketSettings, replica: String, mut stop: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(settings.tick);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut strategies_ran: Option<(Instant, Period)> = None;
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -253,8 +259,14 @@ pub async fn run(pool: Pool, settings: MarketSettings, replica: String, mut stop
         if let Err(e) = clear_due(&pool, &settings, now, &replica).await {
             tracing::warn!(error = %e, "market clearing failed; retrying at the next tick");
         }
-        if let Err(e) = run_strategies(&pool, &settings, now).await {
-            tracing::warn!(error = %e, "strategy orders failed; retrying at the next tick");
+        // A new open period is looked at at once; the same one again after a minute.
+        let next = settings.latest_closed(now).next();
+        if strategies_ran.is_some_and(|(at, p)| p == next && at.elapsed() < STRATEGY_EVERY) {
+            continue;
+        }
+        match run_strategies(&pool, &settings, now).await {
+            Ok(_) => strategies_ran = Some((Instant::now(), next)),
+            Err(e) => tracing::warn!(error = %e, "strategy orders failed; retrying at the next tick"),
         }
     }
 }
