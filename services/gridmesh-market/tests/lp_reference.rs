@@ -21,11 +21,10 @@ fn lp_welfare(zones: &[Zone], orders: &[Order]) -> f64 {
     let x: Vec<_> = orders.iter().map(|o| vars.add(variable().min(0.0).max(o.energy.get() as f64))).collect();
     let flow: Vec<_> = zones
         .iter()
-        .map(|z| match z.parent {
-            Some(_) => Some(
-                vars.add(variable().min(-(z.import_limit.get() as f64)).max(z.export_limit.get() as f64)),
-            ),
-            None => None,
+        .map(|z| {
+            z.parent.map(|_| {
+                vars.add(variable().min(-(z.import_limit.get() as f64)).max(z.export_limit.get() as f64))
+            })
         })
         .collect();
     let mut objective = Expression::from(0.0);
