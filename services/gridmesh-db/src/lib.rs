@@ -15,6 +15,7 @@ mod market;
 mod pool;
 mod provision;
 mod readings;
+mod settlement;
 mod telemetry;
 mod users;
 
@@ -33,6 +34,12 @@ pub use provision::{ensure_agent, ensure_grid_node, ensure_site, ensure_user};
 pub use readings::{
     Gap, LatestFilter, PeriodEnergy, drop_telemetry_before, flag_period, flagged_readings, gaps, get_sites,
     latest_readings, missing_total, period_pv, resolve_flags, site_energy, site_readings,
+};
+pub use settlement::{
+    AnchorJob, AnchorRecord, SettlementSummary, anchor_of, anchors_due, distribution_claims,
+    distributions_due, ledger_balances, mark_published, metering_complete, periods_to_settle, record_anchor,
+    set_reward_address, settlement_of, settlement_sites, settlement_trades, site_reward_addresses,
+    store_distribution, store_settlement,
 };
 pub use telemetry::{
     StoredReading, TELEMETRY_DAYS_AHEAD, TELEMETRY_DAYS_BACK, count_telemetry, ensure_telemetry_partitions,

@@ -7,7 +7,7 @@ use chrono::{Duration, Utc};
 use gridmesh_db::{NewUser, UserFilter};
 use tokio::net::TcpListener;
 
-use crate::config::{Cli, Command, TokenCommand, UserCommand};
+use crate::config::{ChainCommand, Cli, Command, TokenCommand, UserCommand, VerifyArgs};
 use crate::serve::{self, connect_db};
 
 /// Runs the subcommand chosen on the command line.
@@ -55,6 +55,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("token id {} (use it to revoke); the token below is shown only once:", meta.id);
             out(format_args!("{token}\n"))
         }
+        Command::Verify(args) => {
+            let code = verify(&args).await;
+            std::process::exit(code)
+        }
+        Command::Chain(ChainCommand::Deploy { chain, genesis }) => {
+            let url = chain
+                .chain_rpc_url
+                .clone()
+                .context("--chain-rpc-url (GRIDMESH_CHAIN_RPC_URL) is required")?;
+            let key = chain
+                .operator_key()
+                .map_err(anyhow::Error::msg)?
+                .context("an operator key is required (GRIDMESH_OPERATOR_KEY or --operator-key-file)")?;
+            let client = gridmesh_chain::Chain::connect(&url, Some(gridmesh_chain::parse_key(&key)?))
+                .await
+                .context("connecting to the chain")?;
+            let genesis = gridmesh_core::Period::containing(genesis.unwrap_or_else(Utc::now));
+            let deployment = client.deploy(genesis).await.context("deploying the contracts")?;
+            let file = crate::settlement::DeploymentFile { deployment, genesis_period: genesis.index() };
+            let text = serde_json::to_string_pretty(&file).context("encoding the deployment")?;
+            if let Some(dir) = chain.chain_deployment.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&chain.chain_deployment, format!("{text}\n"))
+                .with_context(|| format!("writing {}", chain.chain_deployment.display()))?;
+            out(format_args!("{text}\n"))
+        }
         Command::Token(TokenCommand::Revoke { db, id }) => {
             let pool = connect_db(&db).await?;
             if gridmesh_db::revoke_token(&pool, id).await.context("revoking the token")? {
@@ -73,6 +100,113 @@ async fn run_service(config: crate::config::ServeConfig, role: serve::Role) -> a
     })?;
     let service = serve::start(&config, role).await?;
     service.run(listener, serve::shutdown_signal(), config.shutdown_grace).await
+}
+
+/// `gridmesh verify`: prints a verdict and returns the exit code (0 included, 2 mismatch, 3 bad
+/// input, 4 wrong period or site, 5 RPC unreachable, 6 not anchored).
+async fn verify(args: &VerifyArgs) -> i32 {
+    use crate::proof::{Verdict, VerifyError, fold_document, parse_hash, verdict};
+    let period = match args.period.map(gridmesh_core::Period::starting_at).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --period: {e}");
+            return 3;
+        }
+    };
+    let result: Result<(Verdict, String), VerifyError> = async {
+        let doc = load_proof(args, period).await?;
+        let (line, computed) = fold_document(&doc, period, args.site)?;
+        let (expected, source) = match (&args.root, &args.rpc_url) {
+            (Some(root), _) => (parse_hash(root, "--root")?, "the root given with --root".to_owned()),
+            (None, Some(url)) => {
+                let contract = args
+                    .contract
+                    .clone()
+                    .or_else(|| doc.anchor.as_ref().map(|a| a.contract.clone()))
+                    .ok_or_else(|| VerifyError::BadInput("no contract: pass --contract".into()))?;
+                let address: alloy::primitives::Address = contract.parse().map_err(|_| {
+                    VerifyError::BadInput(format!("--contract {contract:?} is not an address"))
+                })?;
+                let chain = gridmesh_chain::Chain::connect(url, None).await.map_err(|e| match e {
+                    gridmesh_chain::ChainError::BadUrl { .. } => VerifyError::BadInput(e.to_string()),
+                    other => VerifyError::Unreachable(other.to_string()),
+                })?;
+                let anchored = chain
+                    .anchored(address, line.period)
+                    .await
+                    .map_err(|e| VerifyError::Unreachable(e.to_string()))?
+                    .ok_or_else(|| {
+                        VerifyError::NotAnchored(format!(
+                            "period {} has no root in contract {contract} on chain {}",
+                            line.period,
+                            chain.chain_id()
+                        ))
+                    })?;
+                (
+                    anchored.root.0,
+                    format!(
+                        "the root anchored in block {} of chain {} (contract {contract})",
+                        anchored.block_number,
+                        chain.chain_id()
+                    ),
+                )
+            }
+            (None, None) => {
+                return Err(VerifyError::BadInput(
+                    "pass --rpc-url to check against the chain, or --root to check offline".into(),
+                ));
+            }
+        };
+        Ok((verdict(&computed, &expected), format!("site {} in period {}: {source}", line.site, line.period)))
+    }
+    .await;
+    match result {
+        Ok((Verdict::Included, what)) => {
+            let _ = out(format_args!("OK: the settlement line of {what} includes it\n"));
+            0
+        }
+        Ok((Verdict::Mismatch { computed, expected }, what)) => {
+            eprintln!(
+                "FAILED: the line does not match {what}: line and proof give {computed}, expected {expected}. The line was changed, or the proof is not for it."
+            );
+            2
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn load_proof(
+    args: &VerifyArgs,
+    period: Option<gridmesh_core::Period>,
+) -> Result<crate::proof::ProofDocument, crate::proof::VerifyError> {
+    use crate::proof::VerifyError;
+    let text = match &args.proof_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| VerifyError::BadInput(format!("{}: {e}", path.display())))?,
+        None => {
+            let (Some(site), Some(period)) = (args.site, period) else {
+                return Err(VerifyError::BadInput(
+                    "pass --proof-file, or --site and --period to fetch the proof".into(),
+                ));
+            };
+            let url = format!("{}/v1/settlements/{period}/sites/{site}", args.api_url.trim_end_matches('/'));
+            let mut req = reqwest::Client::new().get(&url);
+            if let Some(t) = &args.token {
+                req = req.bearer_auth(&t.0);
+            }
+            let resp = req.send().await.map_err(|e| VerifyError::Unreachable(format!("{url}: {e}")))?;
+            let status = resp.status();
+            let body = resp.text().await.map_err(|e| VerifyError::Unreachable(format!("{url}: {e}")))?;
+            if !status.is_success() {
+                return Err(VerifyError::BadInput(format!("{url} answered {status}: {body}")));
+            }
+            body
+        }
+    };
+    serde_json::from_str(&text).map_err(|e| VerifyError::BadInput(format!("not a proof document: {e}")))
 }
 
 /// Writes a command's result to stdout (logs go to stderr, so output can be piped).

@@ -59,6 +59,12 @@ pub enum Command {
     /// Issue and revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Check a settlement line against its on-chain anchor (or a given root) and print a
+    /// verdict; exits 0 only when the line is included.
+    Verify(VerifyArgs),
+    /// Chain tools: deploy the contracts.
+    #[command(subcommand)]
+    Chain(ChainCommand),
 }
 
 /// Database settings shared by every subcommand.
@@ -106,6 +112,147 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub market: MarketArgs,
+
+    #[command(flatten)]
+    pub settlement: SettlementArgs,
+
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+/// Settlement: when a period settles and at which prices.
+#[derive(Debug, Clone, Args)]
+pub struct SettlementArgs {
+    /// Run no settlement, anchoring or reward job in this process.
+    #[arg(long, env = "GRIDMESH_NO_SETTLEMENT")]
+    pub no_settlement: bool,
+
+    /// Seconds after a period ends at which it settles even if some sites have not reported.
+    #[arg(long, env = "GRIDMESH_SETTLEMENT_GRACE", default_value = "300", value_parser = parse_seconds)]
+    pub settlement_grace: Duration,
+
+    /// The utility's price for energy drawn beyond the market position, minor units per kWh.
+    #[arg(long, env = "GRIDMESH_TARIFF_IMPORT", default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    pub tariff_import: i64,
+
+    /// The utility's price for energy delivered beyond the market position, minor units per kWh.
+    #[arg(long, env = "GRIDMESH_TARIFF_FEED_IN", default_value_t = 8, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    pub tariff_feed_in: i64,
+
+    /// Network fee on gross metered import, minor units per kWh.
+    #[arg(long, env = "GRIDMESH_TARIFF_GRID_FEE", default_value_t = 10, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    pub tariff_grid_fee: i64,
+
+    /// Fixed fee per site and UTC day, minor units.
+    #[arg(long, env = "GRIDMESH_TARIFF_DAILY_FEE", default_value_t = 40, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    pub tariff_daily_fee: i64,
+}
+
+/// The EVM chain settlement roots are anchored on.
+#[derive(Debug, Clone, Args)]
+pub struct ChainArgs {
+    /// JSON-RPC endpoint; without it nothing is anchored or published.
+    #[arg(long, env = "GRIDMESH_CHAIN_RPC_URL")]
+    pub chain_rpc_url: Option<String>,
+
+    /// The contracts' addresses, as written by `gridmesh chain deploy`.
+    #[arg(long, env = "GRIDMESH_CHAIN_DEPLOYMENT", default_value = ".gridmesh/contracts.json")]
+    pub chain_deployment: std::path::PathBuf,
+
+    /// File holding the operator's private key (hex); read once, never logged.
+    #[arg(long, env = "GRIDMESH_OPERATOR_KEY_FILE")]
+    pub operator_key_file: Option<std::path::PathBuf>,
+
+    /// The operator's private key itself (hex), instead of a file.
+    #[arg(long = "operator-key", env = "GRIDMESH_OPERATOR_KEY", hide_env_values = true, hide = true)]
+    pub operator_key: Option<SecretString>,
+
+    /// Blocks to wait on top of an anchoring transaction before it counts as confirmed.
+    #[arg(long, env = "GRIDMESH_CHAIN_CONFIRMATIONS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub chain_confirmations: u64,
+
+    /// Seconds to wait for a transaction's receipt before checking the chain and re-sending.
+    #[arg(long, env = "GRIDMESH_CHAIN_TX_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
+    pub chain_tx_timeout: Duration,
+}
+
+/// A secret from the command line or the environment: hidden from `Debug`.
+#[derive(Clone)]
+pub struct SecretString(pub String);
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(***)")
+    }
+}
+
+impl FromStr for SecretString {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl ChainArgs {
+    /// The operator key, from the environment/flag or the file.
+    ///
+    /// # Errors
+    /// An unreadable file (named).
+    pub fn operator_key(&self) -> Result<Option<String>, String> {
+        if let Some(k) = &self.operator_key {
+            return Ok(Some(k.0.trim().to_owned()));
+        }
+        match &self.operator_key_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|s| Some(s.trim().to_owned()))
+                .map_err(|e| format!("cannot read the operator key file {}: {e}", path.display())),
+            None => Ok(None),
+        }
+    }
+}
+
+/// `gridmesh verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The site whose line to check.
+    #[arg(long)]
+    pub site: Option<gridmesh_core::SiteId>,
+    /// The period's start (RFC 3339, e.g. 2026-12-01T18:15:00Z).
+    #[arg(long)]
+    pub period: Option<chrono::DateTime<chrono::Utc>>,
+    /// A saved proof (the JSON of GET /v1/settlements/{period}/sites/{site}); otherwise it is
+    /// fetched from --api-url.
+    #[arg(long)]
+    pub proof_file: Option<std::path::PathBuf>,
+    /// The gridmesh API to fetch the proof from.
+    #[arg(long, env = "GRIDMESH_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub api_url: String,
+    /// API token for --api-url.
+    #[arg(long, env = "GRIDMESH_API_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+    /// JSON-RPC endpoint to read the anchored root from.
+    #[arg(long, env = "GRIDMESH_CHAIN_RPC_URL")]
+    pub rpc_url: Option<String>,
+    /// The SettlementAnchor contract (default: the one named in the proof).
+    #[arg(long)]
+    pub contract: Option<String>,
+    /// Check offline against this root (hex) instead of the chain.
+    #[arg(long)]
+    pub root: Option<String>,
+}
+
+/// `gridmesh chain ...`.
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Deploy SettlementAnchor, MeterRegistry and RewardDistributor (with its token), with the
+    /// operator as owner and operator, and write their addresses to --chain-deployment.
+    Deploy {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// First period with token rewards (RFC 3339); default: the current period.
+        #[arg(long)]
+        genesis: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 /// The peer-to-peer market: rules, and the jobs that clear it and trade for strategies.

@@ -15,7 +15,9 @@ pub mod keys;
 pub mod logging;
 pub mod market;
 pub mod metrics;
+pub mod proof;
 pub mod serve;
+pub mod settlement;
 
 pub use error::ApiError;
 pub use serve::AppState;

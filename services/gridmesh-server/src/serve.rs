@@ -154,6 +154,17 @@ pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> 
             stop_rx.clone(),
         )));
     }
+    if role == Role::Serve && !config.settlement.no_settlement {
+        let pool = service.state.pool.clone();
+        let settings = crate::settlement::SettlementSettings::from_args(&config.settlement);
+        service.jobs.push(tokio::spawn(crate::settlement::run(
+            pool,
+            settings,
+            config.chain.clone(),
+            Duration::from_secs(10),
+            stop_rx.clone(),
+        )));
+    }
     if role == Role::Ingest || !config.ingest.no_ingest {
         let args = &config.ingest;
         let broker = BrokerAddr {

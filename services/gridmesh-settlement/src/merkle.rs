@@ -120,6 +120,21 @@ mod tests {
     }
 
     #[test]
+    fn the_contracts_vectors_hold() {
+        // contracts/README.md, asserted by the forge tests too.
+        let t = Tree::new([b"a", b"b", b"c"].iter().map(|l| leaf(*l)).collect());
+        assert_eq!(hex::encode(t.root()), "3f6c2d6d0c2fcd67795ea50af0dc85c8e2df8832efe3c49e36d8fe2e71bcc07b");
+        let mut account = [0_u8; 20];
+        account[19] = 0xa1;
+        let period = gridmesh_core::Period::from_index(196_000).unwrap();
+        let claim = crate::rewards::claim_bytes(period, &account, 5 * 10_u128.pow(18));
+        assert_eq!(
+            hex::encode(leaf(&claim)),
+            "fc34d499c12a7f7dbd6d5397f99af397eca94f10e2f81ae50785db3dbb158127"
+        );
+    }
+
+    #[test]
     fn three_leaves_carry_the_odd_one_up() {
         let leaves: Vec<Hash> = [b"a", b"b", b"c"].iter().map(|l| leaf(*l)).collect();
         let t = Tree::new(leaves.clone());

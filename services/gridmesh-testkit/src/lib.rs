@@ -125,3 +125,105 @@ impl Mosquitto {
         panic!("mosquitto did not listen on port {} within 10 s", self.port);
     }
 }
+
+/// A private anvil (local EVM node) on a free loopback port, from the npm package that
+/// `scripts/setup` installs in `contracts/node_modules`.
+pub struct Anvil {
+    /// Its port.
+    pub port: u16,
+    state: Option<std::path::PathBuf>,
+    child: Option<Child>,
+}
+
+/// anvil's first default account's private key: a well-known development key, never for real
+/// funds.
+pub const ANVIL_KEY_0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+/// anvil's second default account's private key.
+pub const ANVIL_KEY_1: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+fn anvil_bin() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("GRIDMESH_ANVIL") {
+        return p.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts/node_modules/.bin/anvil")
+}
+
+impl Anvil {
+    /// Starts anvil; with `state`, the chain is kept in that file across restarts.
+    ///
+    /// # Panics
+    /// When anvil is missing (run `scripts/setup`) or does not listen within 20 s.
+    pub async fn start(state: Option<std::path::PathBuf>) -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+            l.local_addr().expect("local address").port()
+        };
+        let mut me = Self { port, state, child: None };
+        me.restart().await;
+        me
+    }
+
+    /// The JSON-RPC URL.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops anvil: with `graceful`, SIGTERM (it writes its state file), else SIGKILL.
+    pub async fn stop(&mut self, graceful: bool) {
+        if let Some(mut child) = self.child.take() {
+            if graceful {
+                if let Some(pid) = child.id() {
+                    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+            }
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts anvil again on the same port (and state file).
+    ///
+    /// # Panics
+    /// When it does not listen within 20 s.
+    pub async fn restart(&mut self) {
+        self.stop(true).await;
+        let mut cmd = Command::new(anvil_bin());
+        cmd.args(["--port", &self.port.to_string(), "--host", "127.0.0.1"]);
+        if let Some(state) = &self.state {
+            cmd.arg("--state").arg(state).args(["--state-interval", "1"]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start anvil (scripts/setup installs it in contracts/node_modules)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if self.answers().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("anvil did not answer on port {} within 20 s", self.port);
+    }
+
+    /// True when anvil answers a JSON-RPC call (it accepts connections before it has loaded
+    /// its state).
+    async fn answers(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)).await else { return false };
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(req.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut answer)).await;
+        read.is_ok_and(|r| r.is_ok()) && String::from_utf8_lossy(&answer).contains("\"result\"")
+    }
+}

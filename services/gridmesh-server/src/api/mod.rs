@@ -2,7 +2,7 @@
 //! problem-JSON extractors of [`crate::error`].
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use serde::Serialize;
 
@@ -10,6 +10,7 @@ use crate::AppState;
 
 mod market;
 mod readings;
+mod settlements;
 mod users;
 
 /// Routes under `/v1`.
@@ -38,6 +39,10 @@ pub fn router() -> Router<AppState> {
         .route("/market/trades", get(market::trades))
         .route("/market/strategies", post(market::create_strategy).get(market::list_strategies))
         .route("/market/strategies/{id}", delete(market::delete_strategy))
+        .route("/settlements/{start}", get(settlements::get_one))
+        .route("/settlements/{start}/sites/{site}", get(settlements::line))
+        .route("/me/reward-address", put(settlements::set_reward_address))
+        .route("/rewards/{start}/claims/{address}", get(settlements::claim))
 }
 
 /// One page of a keyset-paged list.
