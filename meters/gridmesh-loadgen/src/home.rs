@@ -73,6 +73,24 @@ impl Home {
         (base * (0.8 + 0.4 * noise(self.seed ^ 0x10AD, at.timestamp() / 30))) as i64
     }
 
+    /// Continues from a reading the home reported before (a restarted simulator): counters
+    /// never run backwards and the battery keeps its charge.
+    pub fn resume_from(&mut self, last: &Reading) {
+        let at_least = |mine: &mut i64, wh: Option<WattHours>| {
+            if let Some(wh) = wh {
+                *mine = (*mine).max(wh.get() * 1000);
+            }
+        };
+        at_least(&mut self.import_mwh, last.grid_import);
+        at_least(&mut self.export_mwh, last.grid_export);
+        at_least(&mut self.pv_mwh, last.pv_energy);
+        at_least(&mut self.charged_mwh, last.battery_charged);
+        at_least(&mut self.discharged_mwh, last.battery_discharged);
+        if let (Some(b), Some(soc)) = (self.battery, last.battery_soc) {
+            self.soc_mwh = b.capacity.get() * 1000 * i64::from(soc.basis_points()) / 10_000;
+        }
+    }
+
     /// Advances the home to `at` and reads its meter, inverter and battery.
     pub fn read(&mut self, at: Timestamp) -> Reading {
         let dt_ms = self.last.map_or(0, |l| (at - l).num_milliseconds().clamp(0, 3_600_000));

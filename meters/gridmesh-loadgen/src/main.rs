@@ -54,6 +54,9 @@ enum Mode {
         /// Do not give the homes standing market strategies.
         #[arg(long)]
         no_trading: bool,
+        /// EVM address the residents' token rewards go to.
+        #[arg(long)]
+        reward_address: Option<String>,
     },
     /// Publish back-to-back batches for a while and report the committed rate.
     Flood {
@@ -95,8 +98,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let centre = GeoPoint { lat: 52.52, lon: 13.40 };
     match cli.mode {
-        Mode::Demo { homes, batch, no_trading } => {
+        Mode::Demo { homes, batch, no_trading, reward_address } => {
             let mut homes = provision(&pool, &cli.name, homes, centre).await?;
+            if let Some(address) = reward_address {
+                gridmesh_loadgen::neighbourhood::set_reward_address(&pool, &cli.name, &address).await?;
+            }
             if !no_trading {
                 let created =
                     gridmesh_loadgen::neighbourhood::enable_trading(&pool, &cli.name, &homes).await?;

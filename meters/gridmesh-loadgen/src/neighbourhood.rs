@@ -90,6 +90,18 @@ pub async fn enable_trading(pool: &Pool, name: &str, homes: &[SimHome]) -> anyho
     Ok(created)
 }
 
+/// Sends the residents' token rewards to `address` (0x and 40 hex digits).
+///
+/// # Errors
+/// A malformed address; database errors.
+pub async fn set_reward_address(pool: &Pool, name: &str, address: &str) -> anyhow::Result<()> {
+    let mut bytes = [0_u8; 20];
+    hex::decode_to_slice(address.trim_start_matches("0x"), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("--reward-address must be 0x and 40 hex digits, got {address:?}"))?;
+    gridmesh_db::set_reward_address(pool, UserId::from_bytes(id16(name, "owner", 0)), bytes).await?;
+    Ok(())
+}
+
 /// Creates (or finds) `homes` homes of the neighbourhood `name` around `centre`.
 ///
 /// # Errors
@@ -167,13 +179,11 @@ pub async fn provision(
             *key.public().as_bytes(),
         )
         .await?;
-        out.push(SimHome {
-            site: site.id,
-            agent,
-            key,
-            next_seq,
-            home: Home::new(rated_pv, battery, location, seed),
-        });
+        let mut home = Home::new(rated_pv, battery, location, seed);
+        if let Some(last) = gridmesh_db::latest_reading(pool, site.id).await? {
+            home.resume_from(&last.reading);
+        }
+        out.push(SimHome { site: site.id, agent, key, next_seq, home });
     }
     Ok(out)
 }

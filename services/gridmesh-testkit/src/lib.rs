@@ -145,7 +145,8 @@ fn anvil_bin() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("GRIDMESH_ANVIL") {
         return p.into();
     }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts/node_modules/.bin/anvil")
+    // contracts/bin/foundry runs the native binary from the npm platform package.
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts/bin/foundry")
 }
 
 impl Anvil {
@@ -189,6 +190,9 @@ impl Anvil {
     pub async fn restart(&mut self) {
         self.stop(true).await;
         let mut cmd = Command::new(anvil_bin());
+        if std::env::var_os("GRIDMESH_ANVIL").is_none() {
+            cmd.arg("anvil");
+        }
         cmd.args(["--port", &self.port.to_string(), "--host", "127.0.0.1"]);
         if let Some(state) = &self.state {
             cmd.arg("--state").arg(state).args(["--state-interval", "1"]);
