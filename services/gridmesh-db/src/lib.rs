@@ -37,8 +37,9 @@ pub use readings::{
 };
 pub use settlement::{
     AnchorJob, AnchorRecord, SettlementSummary, anchor_of, anchors_due, distribution_claims,
-    distributions_due, ledger_balances, mark_published, metering_complete, periods_to_settle, record_anchor,
-    set_reward_address, settlement_of, settlement_sites, settlement_trades, site_reward_addresses,
+    distributions_due, ledger_balances, mark_published, metering_complete, period_postings,
+    periods_awaiting_data, periods_to_settle, record_anchor, revision_lines, set_reward_address,
+    settlement_of, settlement_sites, settlement_trades, site_reward_addresses, store_adjustment,
     store_distribution, store_settlement,
 };
 pub use telemetry::{

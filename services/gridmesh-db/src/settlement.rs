@@ -492,3 +492,138 @@ pub async fn distribution_claims(
         .collect::<Result<Vec<_>, DbError>>()?;
     Ok(Some((status, claims)))
 }
+
+/// Settled periods (after `since`) whose latest revision still has lines waiting for metering
+/// (flagged or missing), with that revision, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn periods_awaiting_data(pool: &Pool, since: Period) -> Result<Vec<(Period, i32)>, DbError> {
+    let rows: Vec<(DateTime<Utc>, i32)> = sqlx::query_as(
+        "SELECT s.period_start, s.revision FROM settlements s
+         WHERE s.period_start > $1
+           AND s.revision = (SELECT max(revision) FROM settlements x WHERE x.period_start = s.period_start)
+           AND EXISTS (SELECT 1 FROM settlement_lines l
+                       WHERE l.period_start = s.period_start AND l.revision = s.revision AND l.status <> 'metered')
+         ORDER BY s.period_start",
+    )
+    .bind(since.start())
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(|(p, r)| Ok((period_of(p)?, r))).collect()
+}
+
+/// A revision's lines, in tree order.
+///
+/// # Errors
+/// Database errors; undecodable lines.
+pub async fn revision_lines(pool: &Pool, period: Period, revision: i32) -> Result<Vec<Line>, DbError> {
+    let lines: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT line FROM settlement_lines WHERE period_start = $1 AND revision = $2 ORDER BY idx",
+    )
+    .bind(period.start())
+    .bind(revision)
+    .fetch_all(pool)
+    .await?;
+    lines
+        .iter()
+        .map(|b| Line::decode(b).map_err(|e| DbError::Corrupt(format!("settlement line: {e}"))))
+        .collect()
+}
+
+/// Every ledger entry of a period, all revisions.
+///
+/// # Errors
+/// Database errors; unknown account or kind names.
+pub async fn period_postings(
+    pool: &Pool,
+    period: Period,
+) -> Result<Vec<gridmesh_settlement::Posting>, DbError> {
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT from_account, to_account, amount, kind FROM ledger_entries WHERE period_start = $1 ORDER BY id",
+    )
+    .bind(period.start())
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(from, to, amount, kind)| {
+            let acc = |n: &str| {
+                gridmesh_settlement::Account::parse(n)
+                    .ok_or_else(|| DbError::Corrupt(format!("ledger account {n:?}")))
+            };
+            Ok(gridmesh_settlement::Posting {
+                from: acc(&from)?,
+                to: acc(&to)?,
+                amount,
+                kind: gridmesh_settlement::PostingKind::parse(&kind)
+                    .ok_or_else(|| DbError::Corrupt(format!("ledger kind {kind:?}")))?,
+            })
+        })
+        .collect()
+}
+
+/// Stores revision `revision` of a period: its lines and the adjusting entries. Returns false
+/// when that revision exists already (another replica).
+///
+/// # Errors
+/// Database errors; nothing is written then.
+pub async fn store_adjustment(
+    pool: &Pool,
+    s: &gridmesh_settlement::Settlement,
+    tariffs: &Tariffs,
+    revision: i32,
+    entries: &[gridmesh_settlement::Posting],
+) -> Result<bool, DbError> {
+    let mut tx = pool.begin().await?;
+    let count = |n: usize| {
+        i32::try_from(n).map_err(|_| DbError::Invalid { field: "lines", reason: "too many".into() })
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO settlements (period_start, revision, line_count, total_wh, root, tariffs)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(s.period.start())
+    .bind(revision)
+    .bind(count(s.lines.len())?)
+    .bind(s.total_wh)
+    .bind(&s.root()[..])
+    .bind(serde_json::to_value(tariffs).map_err(|e| DbError::Corrupt(e.to_string()))?)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let status = |l: &Line| match l.status {
+        LineStatus::Metered => "metered",
+        LineStatus::Flagged => "flagged",
+        LineStatus::Missing => "missing",
+    };
+    sqlx::query(
+        "INSERT INTO settlement_lines (period_start, revision, site_id, idx, status, net_amount, line)
+         SELECT $1, $2, * FROM UNNEST($3::uuid[], $4::int4[], $5::text[], $6::bigint[], $7::bytea[])",
+    )
+    .bind(s.period.start())
+    .bind(revision)
+    .bind(s.lines.iter().map(|l| l.site.0).collect::<Vec<_>>())
+    .bind((0..s.lines.len()).map(count).collect::<Result<Vec<_>, _>>()?)
+    .bind(s.lines.iter().map(status).collect::<Vec<_>>())
+    .bind(s.lines.iter().map(|l| l.net_amount).collect::<Vec<_>>())
+    .bind(s.lines.iter().map(Line::encode).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO ledger_entries (period_start, revision, from_account, to_account, amount, kind)
+         SELECT $1, $2, * FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::text[])",
+    )
+    .bind(s.period.start())
+    .bind(revision)
+    .bind(entries.iter().map(|p| p.from.name()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|p| p.to.name()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|p| p.amount).collect::<Vec<_>>())
+    .bind(entries.iter().map(|p| p.kind.as_str()).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}

@@ -181,6 +181,43 @@ pub async fn settle_due(
     Ok(done)
 }
 
+/// Re-settles periods whose lines waited for metering (flagged or missing) once their data
+/// arrived or was reviewed: a new revision with the new lines, and adjusting ledger entries for
+/// the difference; nothing posted before is changed, and revision 1 stays the anchored one.
+/// Returns the periods adjusted.
+///
+/// # Errors
+/// Database errors.
+pub async fn adjust_due(
+    pool: &Pool,
+    settings: &SettlementSettings,
+    now: DateTime<Utc>,
+) -> Result<Vec<Period>, DbError> {
+    let since = Period::containing(now).offset(-LOOKBACK_PERIODS);
+    let mut done = Vec::new();
+    for (period, revision) in gridmesh_db::periods_awaiting_data(pool, since).await? {
+        let input = PeriodInput {
+            period,
+            tariffs: settings.tariffs,
+            sites: gridmesh_db::settlement_sites(pool, period).await?,
+            trades: gridmesh_db::settlement_trades(pool, period).await?,
+        };
+        let s =
+            settle(&input).map_err(|e| DbError::Invalid { field: "settlement", reason: e.to_string() })?;
+        if gridmesh_db::revision_lines(pool, period, revision).await? == s.lines {
+            continue;
+        }
+        let posted = gridmesh_db::period_postings(pool, period).await?;
+        let entries = gridmesh_settlement::adjustments(&posted, &s.postings);
+        if gridmesh_db::store_adjustment(pool, &s, &settings.tariffs, revision + 1, &entries).await? {
+            metrics::counter!("gridmesh_settlement_adjustments_total").increment(1);
+            tracing::info!(period = %period, revision = revision + 1, entries = entries.len(), "late data adjusted");
+            done.push(period);
+        }
+    }
+    Ok(done)
+}
+
 /// Anchors settled periods and publishes reward distributions; returns the periods anchored.
 ///
 /// # Errors
@@ -289,6 +326,10 @@ pub async fn run(
         let mut failed = false;
         if let Err(e) = settle_due(&pool, &settings, genesis, Utc::now()).await {
             tracing::warn!(error = %e, "settlement failed; retrying");
+            failed = true;
+        }
+        if let Err(e) = adjust_due(&pool, &settings, Utc::now()).await {
+            tracing::warn!(error = %e, "adjusting for late data failed; retrying");
             failed = true;
         }
         if let Some(l) = &link {

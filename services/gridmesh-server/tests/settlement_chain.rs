@@ -246,6 +246,60 @@ async fn a_period_is_settled_anchored_verified_and_rewarded(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn late_data_adds_adjusting_entries_and_never_edits(pool: PgPool) {
+    let p = Period::containing(Utc::now()).offset(-6);
+    let homes = cleared_period(&pool, p).await;
+    // A flagged reading in p for home 0: its line waits for review.
+    let at = p.start() + chrono::Duration::minutes(7);
+    sqlx::query("UPDATE telemetry SET flags = 4 WHERE site_id = $1 AND measured_at = $2")
+        .bind(homes[0].site.0)
+        .bind(at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE site_period_counters SET flagged = 1, flags = 4 WHERE site_id = $1 AND period_start = $2",
+    )
+    .bind(homes[0].site.0)
+    .bind(p.start())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let settings = SettlementSettings::default();
+    let early = p.end() + settings.grace + chrono::Duration::seconds(1);
+    settle_due(&pool, &settings, None, early).await.unwrap();
+    let first = gridmesh_db::revision_lines(&pool, p, 1).await.unwrap();
+    assert_eq!(first[0].status, gridmesh_settlement::LineStatus::Flagged);
+    let before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger_entries").fetch_one(&pool).await.unwrap();
+    // Nothing changed yet: no new revision.
+    assert!(gridmesh_server::settlement::adjust_due(&pool, &settings, Utc::now()).await.unwrap().is_empty());
+
+    // An operator reviews the flags: the line is metered now, settled by adjusting entries.
+    gridmesh_db::resolve_flags(&pool, homes[0].site, p.start(), p.end()).await.unwrap();
+    assert_eq!(gridmesh_server::settlement::adjust_due(&pool, &settings, Utc::now()).await.unwrap(), vec![p]);
+    assert!(gridmesh_server::settlement::adjust_due(&pool, &settings, Utc::now()).await.unwrap().is_empty());
+    let second = gridmesh_db::revision_lines(&pool, p, 2).await.unwrap();
+    assert_eq!(second[0].status, gridmesh_settlement::LineStatus::Metered);
+    assert_eq!(second[0].imbalance_wh, 100);
+    let after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger_entries").fetch_one(&pool).await.unwrap();
+    assert!(after > before, "adjustments are new entries");
+    assert_eq!(
+        gridmesh_db::revision_lines(&pool, p, 1).await.unwrap(),
+        first,
+        "revision 1 is kept as it was"
+    );
+    let balances = gridmesh_db::ledger_balances(&pool, p).await.unwrap();
+    assert_eq!(balances.iter().map(|b| b.1).sum::<i64>(), 0);
+    let site_balance = balances.iter().find(|b| b.0 == format!("site:{}", homes[0].site)).unwrap().1;
+    assert_eq!(site_balance, second[0].net_amount, "the ledger now says what the new line says");
+    // The ledger is append-only.
+    let edit = sqlx::query("UPDATE ledger_entries SET amount = amount + 1").execute(&pool).await;
+    assert!(edit.unwrap_err().to_string().contains("never changed"));
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn anvil_restarted_mid_anchoring_gives_exactly_one_anchor(pool: PgPool) {
     let p = Period::containing(Utc::now()).offset(-6);
     cleared_period(&pool, p).await;

@@ -16,5 +16,5 @@ mod settle;
 
 pub use settle::{
     Account, LINE_LEN, LINE_VERSION, Line, LineError, LineStatus, Metering, PeriodInput, Posting,
-    PostingKind, SettleError, Settlement, SiteInput, Tariffs, TradeInput, amount, settle,
+    PostingKind, SettleError, Settlement, SiteInput, Tariffs, TradeInput, adjustments, amount, settle,
 };

@@ -490,3 +490,65 @@ pub fn settle(input: &PeriodInput) -> Result<Settlement, SettleError> {
     let tree = Tree::new(lines.iter().map(Line::leaf).collect());
     Ok(Settlement { period: input.period, lines, postings, tree, total_wh })
 }
+
+impl Account {
+    /// Parses [`Account::name`] back.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "market" => Some(Account::Market),
+            "utility" => Some(Account::Utility),
+            "network" => Some(Account::Network),
+            other => other.strip_prefix("site:")?.parse().ok().map(Account::Site),
+        }
+    }
+}
+
+impl PostingKind {
+    /// Parses [`PostingKind::as_str`] back.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            PostingKind::TradePurchase,
+            PostingKind::TradeSale,
+            PostingKind::TradeFee,
+            PostingKind::ImbalanceLong,
+            PostingKind::ImbalanceShort,
+            PostingKind::GridFee,
+            PostingKind::DailyFee,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+}
+
+/// The adjusting postings that take a ledger holding `posted` (every revision so far) to the
+/// postings of a new settlement: per pair of accounts and kind, the difference, in whichever
+/// direction it runs. Nothing posted is ever changed; the sum of `posted` and the result equals
+/// `target` per pair and kind, and still balances.
+#[must_use]
+pub fn adjustments(posted: &[Posting], target: &[Posting]) -> Vec<Posting> {
+    // Net flow per (lower account, higher account, kind), positive from lower to higher.
+    let mut net: BTreeMap<(Account, Account, PostingKind), i64> = BTreeMap::new();
+    let mut add = |p: &Posting, sign: i64| {
+        let (key, dir) =
+            if p.from < p.to { ((p.from, p.to, p.kind), 1) } else { ((p.to, p.from, p.kind), -1) };
+        *net.entry(key).or_default() += sign * dir * p.amount;
+    };
+    for p in target {
+        add(p, 1);
+    }
+    for p in posted {
+        add(p, -1);
+    }
+    net.into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|((a, b, kind), v)| {
+            if v > 0 {
+                Posting { from: a, to: b, amount: v, kind }
+            } else {
+                Posting { from: b, to: a, amount: -v, kind }
+            }
+        })
+        .collect()
+}

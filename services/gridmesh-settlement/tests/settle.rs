@@ -276,3 +276,30 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn adjustments_take_any_ledger_to_the_new_settlement(first in arb_input(), second in arb_input()) {
+        // Old postings from one settlement, the target from another of the same sites.
+        let old = settle(&first).unwrap();
+        let mut later = second.clone();
+        later.sites = first.sites.iter().map(|s| SiteInput { site: s.site, metering: Metering::Missing }).collect();
+        later.trades.retain(|t| first.sites.iter().any(|s| s.site == t.seller) && first.sites.iter().any(|s| s.site == t.buyer));
+        let new = settle(&later).unwrap();
+        let adj = gridmesh_settlement::adjustments(&old.postings, &new.postings);
+        let net = |ps: &[gridmesh_settlement::Posting]| {
+            let mut m: BTreeMap<Account, i64> = BTreeMap::new();
+            for p in ps {
+                *m.entry(p.from).or_default() -= p.amount;
+                *m.entry(p.to).or_default() += p.amount;
+            }
+            m.retain(|_, v| *v != 0);
+            m
+        };
+        let mut all = old.postings.clone();
+        all.extend(adj.iter().copied());
+        prop_assert_eq!(net(&all), net(&new.postings));
+        prop_assert!(adj.iter().all(|p| p.amount > 0 && p.from != p.to));
+        prop_assert!(gridmesh_settlement::adjustments(&new.postings, &new.postings).is_empty());
+    }
+}
