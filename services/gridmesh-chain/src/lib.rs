@@ -330,8 +330,8 @@ impl Chain {
         Ok(Anchored { tx_hash: Some(hash), block_number: block, already: false })
     }
 
-    /// The transaction that anchored `period`, from the contract's `Anchored` event.
-    async fn anchor_tx(&self, contract: Address, period: Period) -> Result<Option<B256>, ChainError> {
+    /// The contract's `Anchored` events for `period`: the transaction hash of each.
+    async fn anchor_logs(&self, contract: Address, period: Period) -> Result<Vec<Option<B256>>, ChainError> {
         let c = SettlementAnchor::new(contract, &self.provider);
         let logs = c
             .Anchored_filter()
@@ -340,7 +340,12 @@ impl Chain {
             .query()
             .await
             .map_err(|e| self.transport(&e))?;
-        Ok(logs.first().and_then(|(_, log)| log.transaction_hash))
+        Ok(logs.into_iter().map(|(_, log)| log.transaction_hash).collect())
+    }
+
+    /// The transaction that anchored `period`, from the contract's `Anchored` event.
+    async fn anchor_tx(&self, contract: Address, period: Period) -> Result<Option<B256>, ChainError> {
+        Ok(self.anchor_logs(contract, period).await?.into_iter().next().flatten())
     }
 
     /// How many `Anchored` events the contract has emitted for `period` (one, or none).
@@ -348,15 +353,7 @@ impl Chain {
     /// # Errors
     /// The endpoint did not answer.
     pub async fn anchor_events(&self, contract: Address, period: Period) -> Result<usize, ChainError> {
-        let c = SettlementAnchor::new(contract, &self.provider);
-        let logs = c
-            .Anchored_filter()
-            .topic1(U256::from(period_u64(period)?))
-            .from_block(0)
-            .query()
-            .await
-            .map_err(|e| self.transport(&e))?;
-        Ok(logs.len())
+        Ok(self.anchor_logs(contract, period).await?.len())
     }
 
     /// Asks the contract itself whether `line` with `proof` is in the period's anchored tree.

@@ -118,55 +118,7 @@ pub async fn store_settlement(
     s: &gridmesh_settlement::Settlement,
     tariffs: &Tariffs,
 ) -> Result<bool, DbError> {
-    let mut tx = pool.begin().await?;
-    let count = |n: usize| {
-        i32::try_from(n).map_err(|_| DbError::Invalid { field: "lines", reason: "too many".into() })
-    };
-    let inserted = sqlx::query(
-        "INSERT INTO settlements (period_start, revision, line_count, total_wh, root, tariffs)
-         VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(s.period.start())
-    .bind(count(s.lines.len())?)
-    .bind(s.total_wh)
-    .bind(&s.root()[..])
-    .bind(serde_json::to_value(tariffs).map_err(|e| DbError::Corrupt(e.to_string()))?)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
-    let status = |l: &Line| match l.status {
-        LineStatus::Metered => "metered",
-        LineStatus::Flagged => "flagged",
-        LineStatus::Missing => "missing",
-    };
-    sqlx::query(
-        "INSERT INTO settlement_lines (period_start, revision, site_id, idx, status, net_amount, line)
-         SELECT $1, 1, * FROM UNNEST($2::uuid[], $3::int4[], $4::text[], $5::bigint[], $6::bytea[])",
-    )
-    .bind(s.period.start())
-    .bind(s.lines.iter().map(|l| l.site.0).collect::<Vec<_>>())
-    .bind((0..s.lines.len()).map(count).collect::<Result<Vec<_>, _>>()?)
-    .bind(s.lines.iter().map(status).collect::<Vec<_>>())
-    .bind(s.lines.iter().map(|l| l.net_amount).collect::<Vec<_>>())
-    .bind(s.lines.iter().map(Line::encode).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO ledger_entries (period_start, revision, from_account, to_account, amount, kind)
-         SELECT $1, 1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[])",
-    )
-    .bind(s.period.start())
-    .bind(s.postings.iter().map(|p| p.from.name()).collect::<Vec<_>>())
-    .bind(s.postings.iter().map(|p| p.to.name()).collect::<Vec<_>>())
-    .bind(s.postings.iter().map(|p| p.amount).collect::<Vec<_>>())
-    .bind(s.postings.iter().map(|p| p.kind.as_str()).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(true)
+    store_adjustment(pool, s, tariffs, 1, &s.postings).await
 }
 
 /// A stored settlement's summary.
@@ -562,8 +514,9 @@ pub async fn period_postings(
         .collect()
 }
 
-/// Stores revision `revision` of a period: its lines and the adjusting entries. Returns false
-/// when that revision exists already (another replica).
+/// Stores revision `revision` of a period: its lines and `entries` (for revision 1 the
+/// settlement's postings, later the adjusting entries). Returns false when that revision exists
+/// already (another replica).
 ///
 /// # Errors
 /// Database errors; nothing is written then.

@@ -134,6 +134,21 @@ impl ChainLink {
     }
 }
 
+/// Settles `period` from what the database holds now (IO-free [`settle`] on its inputs).
+async fn settle_period(
+    pool: &Pool,
+    settings: &SettlementSettings,
+    period: Period,
+) -> Result<gridmesh_settlement::Settlement, DbError> {
+    let input = PeriodInput {
+        period,
+        tariffs: settings.tariffs,
+        sites: gridmesh_db::settlement_sites(pool, period).await?,
+        trades: gridmesh_db::settlement_trades(pool, period).await?,
+    };
+    settle(&input).map_err(|e| DbError::Invalid { field: "settlement", reason: e.to_string() })
+}
+
 /// Settles every cleared period that is due at `now`; returns the periods settled.
 ///
 /// # Errors
@@ -150,14 +165,7 @@ pub async fn settle_due(
         if now < period.end() + settings.grace && !gridmesh_db::metering_complete(pool, period).await? {
             continue;
         }
-        let input = PeriodInput {
-            period,
-            tariffs: settings.tariffs,
-            sites: gridmesh_db::settlement_sites(pool, period).await?,
-            trades: gridmesh_db::settlement_trades(pool, period).await?,
-        };
-        let s =
-            settle(&input).map_err(|e| DbError::Invalid { field: "settlement", reason: e.to_string() })?;
+        let s = settle_period(pool, settings, period).await?;
         if !gridmesh_db::store_settlement(pool, &s, &settings.tariffs).await? {
             continue;
         }
@@ -196,14 +204,7 @@ pub async fn adjust_due(
     let since = Period::containing(now).offset(-LOOKBACK_PERIODS);
     let mut done = Vec::new();
     for (period, revision) in gridmesh_db::periods_awaiting_data(pool, since).await? {
-        let input = PeriodInput {
-            period,
-            tariffs: settings.tariffs,
-            sites: gridmesh_db::settlement_sites(pool, period).await?,
-            trades: gridmesh_db::settlement_trades(pool, period).await?,
-        };
-        let s =
-            settle(&input).map_err(|e| DbError::Invalid { field: "settlement", reason: e.to_string() })?;
+        let s = settle_period(pool, settings, period).await?;
         if gridmesh_db::revision_lines(pool, period, revision).await? == s.lines {
             continue;
         }

@@ -327,7 +327,8 @@ pub struct PeriodOut {
     zones: Vec<ZonePrice>,
 }
 
-fn period_param(text: &str) -> Result<Period, ApiError> {
+/// A period from a path segment (its start, RFC 3339).
+pub(super) fn period_param(text: &str) -> Result<Period, ApiError> {
     let t: DateTime<Utc> = text.parse().map_err(|_| {
         ApiError::BadPath(format!("{text:?} is not an RFC 3339 time such as 2026-12-01T10:15:00Z"))
     })?;

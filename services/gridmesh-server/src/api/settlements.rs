@@ -4,23 +4,17 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use gridmesh_core::{Period, Role, SiteId};
+use gridmesh_core::{Role, SiteId};
 use gridmesh_db::{AnchorRecord, SettlementSummary};
 use gridmesh_settlement::Line;
 use gridmesh_settlement::merkle::Tree;
 use serde::{Deserialize, Serialize};
 
+use super::market::period_param;
 use crate::auth::Authenticated;
 use crate::error::{Json, Path};
 use crate::proof::{ClaimDocument, ProofDocument, hex0x};
 use crate::{ApiError, AppState};
-
-fn period_param(text: &str) -> Result<Period, ApiError> {
-    let t: chrono::DateTime<chrono::Utc> = text.parse().map_err(|_| {
-        ApiError::BadPath(format!("{text:?} is not an RFC 3339 time such as 2026-12-01T10:15:00Z"))
-    })?;
-    Period::starting_at(t).map_err(|e| ApiError::BadPath(e.to_string()))
-}
 
 /// A settled period.
 #[derive(Debug, Serialize)]
