@@ -101,3 +101,12 @@ CREATE TABLE reward_claims (
     amount       numeric(78, 0) NOT NULL CHECK (amount > 0),
     PRIMARY KEY (period_start, address)
 );
+
+-- Agent keys mirrored to the MeterRegistry contract, so anyone can check which device key
+-- signed for which site, and when it was revoked.
+CREATE TABLE chain_agent_keys (
+    key_id        uuid PRIMARY KEY REFERENCES agent_keys (id) ON DELETE RESTRICT,
+    registered_tx bytea CHECK (length(registered_tx) = 32),
+    revoked_tx    bytea CHECK (length(revoked_tx) = 32),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);

@@ -423,6 +423,68 @@ impl Chain {
         Ok(self.settle_tx(pending, 1, Duration::from_secs(60)).await?.0)
     }
 
+    /// The key a `MeterRegistry` holds for an agent, and whether it is active.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn registry_key(
+        &self,
+        registry: Address,
+        agent: [u8; 16],
+    ) -> Result<Option<([u8; 32], bool)>, ChainError> {
+        let c = MeterRegistry::new(registry, &self.provider);
+        let k = c.keyOf(agent.into()).call().await.map_err(|e| self.transport(&e))?;
+        if k.publicKey == B256::ZERO {
+            return Ok(None);
+        }
+        let active = c.isActive(agent.into()).call().await.map_err(|e| self.transport(&e))?;
+        Ok(Some((k.publicKey.0, active)))
+    }
+
+    /// Registers an agent's key unless it is registered and active already; returns the
+    /// transaction (`None` when there was nothing to do).
+    ///
+    /// # Errors
+    /// Transient errors to retry; a revert (the key was used before).
+    pub async fn register_key(
+        &self,
+        registry: Address,
+        agent: [u8; 16],
+        site: [u8; 16],
+        key: [u8; 32],
+        timeout: Duration,
+    ) -> Result<Option<B256>, ChainError> {
+        self.need_sender()?;
+        if self.registry_key(registry, agent).await? == Some((key, true)) {
+            return Ok(None);
+        }
+        let c = MeterRegistry::new(registry, &self.provider);
+        let pending =
+            c.register(agent.into(), site.into(), key.into()).send().await.map_err(|e| self.transport(&e))?;
+        Ok(Some(self.settle_tx(pending, 1, timeout).await?.0))
+    }
+
+    /// Revokes an agent's key if that key is the agent's active one on chain; returns the
+    /// transaction (`None` when there was nothing to do).
+    ///
+    /// # Errors
+    /// Transient errors to retry.
+    pub async fn revoke_key(
+        &self,
+        registry: Address,
+        agent: [u8; 16],
+        key: [u8; 32],
+        timeout: Duration,
+    ) -> Result<Option<B256>, ChainError> {
+        self.need_sender()?;
+        if self.registry_key(registry, agent).await? != Some((key, true)) {
+            return Ok(None);
+        }
+        let c = MeterRegistry::new(registry, &self.provider);
+        let pending = c.revoke(agent.into()).send().await.map_err(|e| self.transport(&e))?;
+        Ok(Some(self.settle_tx(pending, 1, timeout).await?.0))
+    }
+
     /// An account's balance of the reward token.
     ///
     /// # Errors

@@ -36,11 +36,11 @@ pub use readings::{
     latest_readings, missing_total, period_pv, resolve_flags, site_energy, site_readings,
 };
 pub use settlement::{
-    AnchorJob, AnchorRecord, SettlementSummary, anchor_of, anchors_due, distribution_claims,
-    distributions_due, ledger_balances, mark_published, metering_complete, period_postings,
-    periods_awaiting_data, periods_to_settle, record_anchor, revision_lines, set_reward_address,
-    settlement_of, settlement_sites, settlement_trades, site_reward_addresses, store_adjustment,
-    store_distribution, store_settlement,
+    AnchorJob, AnchorRecord, ChainKey, SettlementSummary, anchor_of, anchors_due, chain_keys_due,
+    distribution_claims, distributions_due, ledger_balances, mark_chain_key, mark_published,
+    metering_complete, period_postings, periods_awaiting_data, periods_to_settle, record_anchor,
+    revision_lines, set_reward_address, settlement_of, settlement_sites, settlement_trades,
+    site_reward_addresses, store_adjustment, store_distribution, store_settlement,
 };
 pub use telemetry::{
     StoredReading, TELEMETRY_DAYS_AHEAD, TELEMETRY_DAYS_BACK, count_telemetry, ensure_telemetry_partitions,

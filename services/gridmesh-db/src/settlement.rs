@@ -580,3 +580,69 @@ pub async fn store_adjustment(
     tx.commit().await?;
     Ok(true)
 }
+
+/// A device key to mirror on chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainKey {
+    /// The key's row.
+    pub key_id: Uuid,
+    /// Its agent.
+    pub agent: gridmesh_core::AgentId,
+    /// The agent's site.
+    pub site: SiteId,
+    /// The ed25519 public key.
+    pub public_key: [u8; 32],
+}
+
+/// Keys to register on chain (active, not registered yet) and keys to revoke there (revoked
+/// here, registered there, not revoked there), each oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn chain_keys_due(pool: &Pool) -> Result<(Vec<ChainKey>, Vec<ChainKey>), DbError> {
+    type Row = (Uuid, Uuid, Uuid, Vec<u8>);
+    let to_key = |(key_id, agent, site, pk): Row| {
+        Ok(ChainKey {
+            key_id,
+            agent: gridmesh_core::AgentId(agent),
+            site: SiteId(site),
+            public_key: pk.try_into().map_err(|_| DbError::Corrupt("agent_keys.public_key".into()))?,
+        })
+    };
+    let register: Vec<Row> = sqlx::query_as(
+        "SELECT k.id, k.agent_id, a.site_id, k.public_key FROM agent_keys k JOIN agents a ON a.id = k.agent_id
+         LEFT JOIN chain_agent_keys c ON c.key_id = k.id
+         WHERE k.revoked_at IS NULL AND c.registered_tx IS NULL ORDER BY k.enrolled_at LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?;
+    let revoke: Vec<Row> = sqlx::query_as(
+        "SELECT k.id, k.agent_id, a.site_id, k.public_key FROM agent_keys k JOIN agents a ON a.id = k.agent_id
+         JOIN chain_agent_keys c ON c.key_id = k.id
+         WHERE k.revoked_at IS NOT NULL AND c.registered_tx IS NOT NULL AND c.revoked_tx IS NULL
+         ORDER BY k.revoked_at LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok((
+        register.into_iter().map(to_key).collect::<Result<_, DbError>>()?,
+        revoke.into_iter().map(to_key).collect::<Result<_, DbError>>()?,
+    ))
+}
+
+/// Records that a key was registered (or revoked) on chain by `tx` (all zeros when it was
+/// found there already).
+///
+/// # Errors
+/// Database errors.
+pub async fn mark_chain_key(pool: &Pool, key_id: Uuid, tx: [u8; 32], revoked: bool) -> Result<(), DbError> {
+    let sql = if revoked {
+        "INSERT INTO chain_agent_keys (key_id, registered_tx, revoked_tx) VALUES ($1, $2, $2)
+         ON CONFLICT (key_id) DO UPDATE SET revoked_tx = EXCLUDED.revoked_tx, updated_at = now()"
+    } else {
+        "INSERT INTO chain_agent_keys (key_id, registered_tx) VALUES ($1, $2)
+         ON CONFLICT (key_id) DO UPDATE SET registered_tx = EXCLUDED.registered_tx, updated_at = now()"
+    };
+    sqlx::query(sql).bind(key_id).bind(&tx[..]).execute(pool).await?;
+    Ok(())
+}

@@ -298,6 +298,49 @@ pub async fn anchor_due(pool: &Pool, link: &ChainLink) -> Result<Vec<Period>, Db
     Ok(done)
 }
 
+/// Mirrors device keys to the `MeterRegistry`: revocations first (so a rotated agent can take
+/// its new key), then new keys. Returns the number of transactions sent.
+///
+/// # Errors
+/// Database errors; chain errors stop this round and are retried at the next.
+pub async fn sync_registry(pool: &Pool, link: &ChainLink) -> Result<usize, DbError> {
+    let registry = link.deployment.deployment.registry;
+    let (register, revoke) = gridmesh_db::chain_keys_due(pool).await?;
+    let mut sent = 0;
+    for k in revoke {
+        match link.chain.revoke_key(registry, *k.agent.as_bytes(), k.public_key, link.tx_timeout).await {
+            Ok(tx) => {
+                sent += usize::from(tx.is_some());
+                gridmesh_db::mark_chain_key(pool, k.key_id, tx.map_or([0; 32], |h| h.0), true).await?;
+            }
+            Err(e) => {
+                tracing::warn!(agent = %k.agent, error = %e, "revoking a key on chain failed; retrying later");
+                return Ok(sent);
+            }
+        }
+    }
+    for k in register {
+        match link
+            .chain
+            .register_key(registry, *k.agent.as_bytes(), *k.site.as_bytes(), k.public_key, link.tx_timeout)
+            .await
+        {
+            Ok(tx) => {
+                sent += usize::from(tx.is_some());
+                gridmesh_db::mark_chain_key(pool, k.key_id, tx.map_or([0; 32], |h| h.0), false).await?;
+            }
+            Err(e) => {
+                tracing::warn!(agent = %k.agent, error = %e, "registering a key on chain failed; retrying later");
+                return Ok(sent);
+            }
+        }
+    }
+    if sent > 0 {
+        tracing::info!(transactions = sent, "device keys mirrored to the MeterRegistry");
+    }
+    Ok(sent)
+}
+
 /// Runs settlement every `tick`, and anchoring when a chain is configured, until `stop`.
 /// Failures back off exponentially up to five minutes.
 pub async fn run(
@@ -334,12 +377,13 @@ pub async fn run(
             failed = true;
         }
         if let Some(l) = &link {
-            match anchor_due(&pool, l).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "anchoring bookkeeping failed; retrying");
-                    failed = true;
-                }
+            if let Err(e) = anchor_due(&pool, l).await {
+                tracing::warn!(error = %e, "anchoring bookkeeping failed; retrying");
+                failed = true;
+            }
+            if let Err(e) = sync_registry(&pool, l).await {
+                tracing::warn!(error = %e, "registry bookkeeping failed; retrying");
+                failed = true;
             }
             if gridmesh_db::anchors_due(&pool, 1).await.is_ok_and(|due| !due.is_empty()) {
                 // Something is still unanchored: reconnect next time, so a node that restarted

@@ -338,3 +338,28 @@ async fn anvil_restarted_mid_anchoring_gives_exactly_one_anchor(pool: PgPool) {
     assert_eq!(gridmesh_db::anchor_of(&pool, p).await.unwrap().unwrap().status, "confirmed");
     let _ = std::fs::remove_file(state);
 }
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn device_keys_are_mirrored_to_the_meter_registry(pool: PgPool) {
+    let homes = provision(&pool, "registry road", 2, GeoPoint { lat: 52.5, lon: 13.4 }).await.unwrap();
+    let anvil = Anvil::start(None).await;
+    let link = link(&anvil, Period::containing(Utc::now()), 1, Duration::from_secs(30)).await;
+    let registry = link.deployment.deployment.registry;
+    let agent = *homes[0].agent.as_bytes();
+    let first = *homes[0].key.public().as_bytes();
+    assert_eq!(gridmesh_server::settlement::sync_registry(&pool, &link).await.unwrap(), 2);
+    assert_eq!(link.chain.registry_key(registry, agent).await.unwrap(), Some((first, true)));
+    assert_eq!(gridmesh_server::settlement::sync_registry(&pool, &link).await.unwrap(), 0, "nothing twice");
+
+    // Rotation: the old key is revoked on chain, then the new one registered.
+    let rotated = [7_u8; 32];
+    gridmesh_db::enroll_key(&pool, homes[0].agent, rotated).await.unwrap();
+    assert_eq!(gridmesh_server::settlement::sync_registry(&pool, &link).await.unwrap(), 2);
+    assert_eq!(link.chain.registry_key(registry, agent).await.unwrap(), Some((rotated, true)));
+
+    // Revocation.
+    gridmesh_db::revoke_key(&pool, homes[1].agent, "stolen").await.unwrap();
+    assert_eq!(gridmesh_server::settlement::sync_registry(&pool, &link).await.unwrap(), 1);
+    let (_, active) = link.chain.registry_key(registry, *homes[1].agent.as_bytes()).await.unwrap().unwrap();
+    assert!(!active);
+}
