@@ -113,7 +113,7 @@ async fn verify(args: &VerifyArgs) -> i32 {
             return 3;
         }
     };
-    let result: Result<(Verdict, String), VerifyError> = async {
+    let result: Result<(Verdict, String, String), VerifyError> = async {
         let doc = load_proof(args, period).await?;
         let (line, computed) = fold_document(&doc, period, args.site)?;
         let (expected, source) = match (&args.root, &args.rpc_url) {
@@ -157,17 +157,17 @@ async fn verify(args: &VerifyArgs) -> i32 {
                 ));
             }
         };
-        Ok((verdict(&computed, &expected), format!("site {} in period {}: {source}", line.site, line.period)))
+        Ok((verdict(&computed, &expected), format!("site {} in period {}", line.site, line.period), source))
     }
     .await;
     match result {
-        Ok((Verdict::Included, what)) => {
-            let _ = out(format_args!("OK: the settlement line of {what} includes it\n"));
+        Ok((Verdict::Included, what, source)) => {
+            let _ = out(format_args!("OK: the settlement line of {what} is in {source}\n"));
             0
         }
-        Ok((Verdict::Mismatch { computed, expected }, what)) => {
+        Ok((Verdict::Mismatch { computed, expected }, what, source)) => {
             eprintln!(
-                "FAILED: the line does not match {what}: line and proof give {computed}, expected {expected}. The line was changed, or the proof is not for it."
+                "FAILED: the line does not match {source} ({what}): line and proof give {computed}, expected {expected}. The line was changed, or the proof is not for it."
             );
             2
         }
