@@ -357,17 +357,21 @@ pub async fn run(
             () = tokio::time::sleep(backoff) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        let mut failed = false;
         if link.is_none() && chain.chain_rpc_url.is_some() {
             match ChainLink::connect(&chain).await {
                 Ok(l) => link = l,
-                Err(e) => tracing::warn!(
-                    error = format!("{e:#}"),
-                    "chain not available; settling without anchoring for now"
-                ),
+                Err(e) => {
+                    // Backs off like any failure, so a missing deployment does not log every tick.
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "chain not available; settling without anchoring for now"
+                    );
+                    failed = true;
+                }
             }
         }
         let genesis = link.as_ref().and_then(|l| l.deployment.genesis().ok());
-        let mut failed = false;
         if let Err(e) = settle_due(&pool, &settings, genesis, Utc::now()).await {
             tracing::warn!(error = %e, "settlement failed; retrying");
             failed = true;
