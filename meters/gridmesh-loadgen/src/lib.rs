@@ -2,7 +2,8 @@
 //! end-to-end tests. It speaks the real protocol (`gridmesh-wire`) over the real broker; until
 //! the edge agent lands, it stands in for the agents of a neighbourhood.
 
-pub mod home;
+/// The home physics, shared with the SunSpec device simulator.
+pub use gridmesh_sim::home;
 pub mod neighbourhood;
 pub mod publisher;
 

@@ -22,6 +22,11 @@ pub struct Home {
     pv_mwh: i64,
     charged_mwh: i64,
     discharged_mwh: i64,
+    /// A commanded battery power (positive charging) until a deadline: a device control with
+    /// its revert timer. Afterwards the battery is back on its own (self-consumption) logic.
+    battery_command: Option<(i64, Timestamp)>,
+    /// A PV limit in W until a deadline (curtailment), `None` for none.
+    pv_limit: Option<(i64, Timestamp)>,
 }
 
 /// A smooth pseudo-random value in [0, 1) for a key and a time bucket.
@@ -49,6 +54,8 @@ impl Home {
             pv_mwh: 3_000_000_000,
             charged_mwh: 500_000_000,
             discharged_mwh: 450_000_000,
+            battery_command: None,
+            pv_limit: None,
         }
     }
 
@@ -91,17 +98,45 @@ impl Home {
         }
     }
 
+    /// Commands the battery to `watts` (positive charging) until `until`; `None` hands it back
+    /// to its own logic at once. The power is held within the battery's limits.
+    pub fn command_battery(&mut self, command: Option<(Watts, Timestamp)>) {
+        self.battery_command = command.map(|(w, t)| (w.get(), t));
+    }
+
+    /// Limits PV output to `watts` until `until`; `None` lifts the limit.
+    pub fn limit_pv(&mut self, limit: Option<(Watts, Timestamp)>) {
+        self.pv_limit = limit.map(|(w, t)| (w.get(), t));
+    }
+
+    /// The commanded battery power still in force at `at`, if any.
+    #[must_use]
+    pub fn battery_command(&self, at: Timestamp) -> Option<Watts> {
+        self.battery_command.filter(|(_, until)| at < *until).map(|(w, _)| Watts(w))
+    }
+
     /// Advances the home to `at` and reads its meter, inverter and battery.
     pub fn read(&mut self, at: Timestamp) -> Reading {
         let dt_ms = self.last.map_or(0, |l| (at - l).num_milliseconds().clamp(0, 3_600_000));
         self.last = Some(at);
-        let pv = self.pv_w(at);
+        let limit = self.pv_limit.filter(|(_, until)| at < *until).map(|(w, _)| w);
+        let pv = limit.map_or(self.pv_w(at), |l| self.pv_w(at).min(l.max(0)));
         let load = self.load_w(at);
         let mut battery_w = 0;
+        let command = self.battery_command(at).map(Watts::get);
         if let Some(b) = self.battery {
             let cap = b.capacity.get() * 1000;
             let surplus = pv - load;
-            battery_w = if surplus > 0 && self.soc_mwh < cap * 95 / 100 {
+            battery_w = if let Some(c) = command {
+                // A command obeys the power limits and never over-fills or over-empties.
+                if c > 0 && self.soc_mwh < cap {
+                    c.min(b.max_charge.get())
+                } else if c < 0 && self.soc_mwh > 0 {
+                    c.max(-b.max_discharge.get())
+                } else {
+                    0
+                }
+            } else if surplus > 0 && self.soc_mwh < cap * 95 / 100 {
                 surplus.min(b.max_charge.get())
             } else if surplus < 0 && self.soc_mwh > cap / 10 {
                 surplus.max(-b.max_discharge.get())
