@@ -153,3 +153,26 @@ fn kill_9_while_buffering_loses_and_corrupts_nothing() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn the_example_configuration_is_valid_and_bad_ones_name_the_field() {
+    use gridmesh_agent::config::AgentConfig;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.example.toml");
+    let cfg = AgentConfig::load(&example).unwrap();
+    assert_eq!(cfg.sunspec[0].meter_unit, Some(200));
+    assert!(cfg.broker().unwrap().tls);
+    let text = std::fs::read_to_string(&example).unwrap();
+    let bad = |from: &str, to: &str| {
+        AgentConfig::parse(std::path::Path::new("agent.toml"), &text.replace(from, to))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(bad("poll_ms = 1000", "poll_ms = 5").contains("poll_ms: must be 100 to 3600000"));
+    assert!(
+        bad("mqtts://mqtt.gridmesh.example:8883", "mqtt://x:1883")
+            .contains("central.url: mqtt:// sends readings unencrypted")
+    );
+    assert!(bad("batch_readings = 10", "batch_readings = 0").contains("batch_readings"));
+    assert!(bad("unit = 1\n", "unit = 1\ncolour = \"red\"\n").contains("unknown field `colour`"));
+    assert!(bad("192.168.1.20:502", "not an address").contains("invalid socket address"));
+}

@@ -1,0 +1,145 @@
+//! `gridmesh-agent`: reads a home's inverter, battery and meter and reports signed readings.
+#![expect(
+    clippy::print_stdout,
+    reason = "a command-line tool: `key` and `check` answer on stdout, logs go to stderr"
+)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gridmesh_agent::config::AgentConfig;
+use gridmesh_agent::sunspec::Device;
+use gridmesh_sunspec::{Value, readout};
+
+/// The gridmesh edge agent.
+#[derive(Debug, Parser)]
+#[command(name = "gridmesh-agent", version)]
+struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        env = "GRIDMESH_AGENT_CONFIG",
+        default_value = "/etc/gridmesh/agent.toml",
+        global = true
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read the devices and report until stopped (SIGTERM or Ctrl-C).
+    Run,
+    /// Check the configuration, probe every device and print what it found.
+    Check,
+    /// Print the device's public key (creating the key on first use), for enrolment.
+    Key,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match real_main().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GRIDMESH_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let cfg = AgentConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Key => {
+            let key = gridmesh_agent::key::load_or_create(&cfg.key_file)?;
+            println!("{}", key.public());
+            eprintln!(
+                "enrol it: POST /v1/sites/{}/agents {{\"name\": \"...\", \"public_key\": \"{}\"}} (owner or operator token)",
+                cfg.site,
+                key.public()
+            );
+            Ok(())
+        }
+        Command::Check => check(&cfg).await,
+        Command::Run => {
+            let key = gridmesh_agent::key::load_or_create(&cfg.key_file)?;
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let agent = tokio::spawn(gridmesh_agent::run::run(cfg, key, stop_rx));
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.context("waiting for a signal")?,
+                () = terminate() => {}
+            }
+            tracing::info!("stopping: readings not yet acknowledged stay in the disk buffer");
+            let _ = stop.send(true);
+            agent.await.context("the agent task")?
+        }
+    }
+}
+
+async fn terminate() {
+    #[cfg(unix)]
+    if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        s.recv().await;
+        return;
+    }
+    std::future::pending::<()>().await;
+}
+
+async fn check(cfg: &AgentConfig) -> anyhow::Result<()> {
+    println!("configuration OK: site {}, agent {}", cfg.site, cfg.agent);
+    let broker = cfg.broker().map_err(anyhow::Error::msg)?;
+    println!(
+        "central broker: {}:{} ({})",
+        broker.host,
+        broker.port,
+        if broker.tls { "TLS" } else { "plain" }
+    );
+    let mut failed = 0;
+    for d in &cfg.sunspec {
+        for unit in std::iter::once(d.unit).chain(d.meter_unit) {
+            match Device::discover(d.address, unit, Duration::from_secs(3)).await {
+                Ok(mut dev) => {
+                    let blocks = dev.read_models().await?;
+                    println!("\n{} ({} unit {unit})", d.name, d.address);
+                    println!("  {:<8} {:<8} {:<30} points", "model", "address", "name");
+                    for (h, b) in dev.models().iter().zip(&blocks) {
+                        let name = gridmesh_sunspec::model(h.id).map_or("?", |m| m.name);
+                        let shown: Vec<String> =
+                            ["W", "WH", "TotWhImp", "TotWhExp", "ChaState", "SoC", "Mn", "SN"]
+                                .iter()
+                                .filter_map(|p| {
+                                    b.values.get(p).map(|v| match v {
+                                        Value::Number(n) => format!("{p}={}", (n * 1e6).round() / 1e6),
+                                        Value::Text(t) => format!("{p}={t}"),
+                                        Value::Enum(e) | Value::Bits(e) => format!("{p}={e}"),
+                                    })
+                                })
+                                .collect();
+                        println!("  {:<8} {:<8} {:<30} {}", h.id, h.address, name, shown.join(" "));
+                    }
+                    let r = readout(&blocks, d.quirks);
+                    println!("  reading: {r:?}");
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("\n{}: {e}", d.name);
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} device(s) could not be read");
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! The agent's main loop: read the devices every `poll_ms`, make signed batches of
+//! `batch_readings` readings, put each on disk, and let the uplink send them.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use gridmesh_core::{Reading, StateOfCharge, WattHours, Watts};
+use gridmesh_sunspec::{Readout, readout};
+use gridmesh_wire::{KeyPair, Message, TelemetryBatch};
+use tokio::sync::watch;
+
+use crate::buffer::Buffer;
+use crate::config::{AgentConfig, SunSpecDevice};
+use crate::sunspec::Device;
+use crate::uplink::{self, UplinkOptions};
+
+/// A configured SunSpec device and its connection, when up.
+struct Source {
+    cfg: SunSpecDevice,
+    main: Option<Device>,
+    meter: Option<Device>,
+    last_error: Option<(String, Instant)>,
+}
+
+impl Source {
+    async fn read(&mut self, timeout: Duration) -> Result<Readout, String> {
+        if self.main.is_none() {
+            self.main = Some(
+                Device::discover(self.cfg.address, self.cfg.unit, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        if let (Some(unit), None) = (self.cfg.meter_unit, &self.meter) {
+            self.meter =
+                Some(Device::discover(self.cfg.address, unit, timeout).await.map_err(|e| e.to_string())?);
+        }
+        let mut blocks = Vec::new();
+        let mut failure = None;
+        for dev in [&mut self.main, &mut self.meter].into_iter().flatten() {
+            match dev.read_models().await {
+                Ok(b) => blocks.extend(b),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            // Reconnect and rediscover next time: the device may have restarted.
+            self.main = None;
+            self.meter = None;
+            return Err(e);
+        }
+        Ok(readout(&blocks, self.cfg.quirks))
+    }
+
+    /// Logs a device problem at most once a minute per device (and whenever it changes).
+    fn report(&mut self, error: String) {
+        let repeat = self
+            .last_error
+            .as_ref()
+            .is_some_and(|(e, at)| *e == error && at.elapsed() < Duration::from_secs(60));
+        if !repeat {
+            tracing::warn!(device = %self.cfg.name, error = %error, "device not read");
+            self.last_error = Some((error, Instant::now()));
+        }
+    }
+}
+
+fn merge(into: &mut Readout, r: Readout) {
+    into.grid_power_w = into.grid_power_w.or(r.grid_power_w);
+    into.pv_power_w = into.pv_power_w.or(r.pv_power_w);
+    into.battery_power_w = into.battery_power_w.or(r.battery_power_w);
+    into.battery_soc_bp = into.battery_soc_bp.or(r.battery_soc_bp);
+    into.grid_import_wh = into.grid_import_wh.or(r.grid_import_wh);
+    into.grid_export_wh = into.grid_export_wh.or(r.grid_export_wh);
+    into.pv_energy_wh = into.pv_energy_wh.or(r.pv_energy_wh);
+}
+
+fn to_reading(r: &Readout) -> Reading {
+    Reading {
+        at: Utc::now(),
+        grid_power: r.grid_power_w.map(Watts),
+        pv_power: r.pv_power_w.map(Watts),
+        battery_power: r.battery_power_w.map(Watts),
+        battery_soc: r.battery_soc_bp.and_then(StateOfCharge::from_basis_points),
+        grid_import: r.grid_import_wh.map(WattHours),
+        grid_export: r.grid_export_wh.map(WattHours),
+        pv_energy: r.pv_energy_wh.map(WattHours),
+        battery_charged: None,
+        battery_discharged: None,
+    }
+}
+
+/// The uplink's settings from the configuration (TLS files read here).
+///
+/// # Errors
+/// A bad broker URL or an unreadable certificate file.
+pub fn uplink_options(cfg: &AgentConfig) -> anyhow::Result<UplinkOptions> {
+    let broker = cfg.broker().map_err(anyhow::Error::msg).context("central.url")?;
+    let read = |p: &std::path::PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let tls = match &cfg.central.ca_file {
+        Some(ca) => {
+            let client = match (&cfg.central.client_cert, &cfg.central.client_key) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                _ => None,
+            };
+            Some(crate::uplink::TlsFiles { ca: read(ca)?, client })
+        }
+        None => None,
+    };
+    if broker.tls && tls.is_none() {
+        anyhow::bail!("central.ca_file is required for mqtts://");
+    }
+    Ok(UplinkOptions {
+        broker,
+        client_id: format!("gridmesh-agent-{}", cfg.agent),
+        credentials: cfg
+            .central
+            .username
+            .clone()
+            .map(|u| (u, cfg.central.password.clone().unwrap_or_default())),
+        tls,
+        server_key: cfg.central.server_key.as_deref().map(gridmesh_wire::PublicKey::from_hex).transpose()?,
+        window: 200,
+        resend_after: Duration::from_secs(20),
+    })
+}
+
+/// Runs the agent until `stop` turns true.
+///
+/// # Errors
+/// The key or the buffer cannot be used, or the uplink fails on the disk.
+pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let (buffer, recovered) = Buffer::open(&cfg.buffer.dir, cfg.buffer.max_mib * 1024 * 1024)
+        .with_context(|| format!("opening the disk buffer {}", cfg.buffer.dir.display()))?;
+    let mut next_seq = buffer.last_seq().map_or(0, |s| s + 1);
+    tracing::info!(pending = recovered.pending, next_seq, "disk buffer opened");
+    let buffer = Arc::new(Mutex::new(buffer));
+    let options = uplink_options(&cfg)?;
+    let up = tokio::spawn(uplink::run(cfg.site, cfg.agent, Arc::clone(&buffer), options, stop.clone()));
+    let mut sources: Vec<Source> = cfg
+        .sunspec
+        .iter()
+        .cloned()
+        .map(|cfg| Source { cfg, main: None, meter: None, last_error: None })
+        .collect();
+    let poll = Duration::from_millis(cfg.poll_ms);
+    let mut every = tokio::time::interval(poll);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut readings = Vec::with_capacity(cfg.batch_readings);
+    let mut stop_rx = stop.clone();
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop_rx.wait_for(|s| *s) => break,
+        }
+        let mut combined = Readout::default();
+        for s in &mut sources {
+            match s.read(poll.max(Duration::from_secs(2))).await {
+                Ok(r) => merge(&mut combined, r),
+                Err(e) => s.report(e),
+            }
+        }
+        readings.push(to_reading(&combined));
+        if readings.len() >= cfg.batch_readings {
+            let batch = TelemetryBatch {
+                agent: cfg.agent,
+                site: cfg.site,
+                first_seq: next_seq,
+                readings: std::mem::take(&mut readings),
+            };
+            let last = batch.last_seq();
+            let bytes =
+                gridmesh_wire::encode(&Message::Telemetry(batch), &key).context("encoding a batch")?;
+            buffer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .append(last, &bytes)
+                .context("writing the disk buffer")?;
+            next_seq = last + 1;
+        }
+    }
+    up.await.context("the uplink task")??;
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The link to the central broker: sends what the disk buffer holds, oldest first, with QoS 1,
+//! and removes a batch only when the service's signed `TelemetryCommitted` for it arrives.
+//! Unacknowledged batches are sent again after a while; the service stores each reading once.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use gridmesh_core::{AgentId, SiteId};
+use gridmesh_wire::topics::{self, Channel};
+use gridmesh_wire::{Ack, Message, PublicKey};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::watch;
+
+use crate::buffer::Buffer;
+use crate::config::BrokerUrl;
+
+/// TLS material, PEM: the CA, and the client certificate with its key when the broker wants one.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA certificate(s).
+    pub ca: Vec<u8>,
+    /// Client certificate and key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// How the uplink behaves.
+#[derive(Debug, Clone)]
+pub struct UplinkOptions {
+    /// Broker.
+    pub broker: BrokerUrl,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Credentials.
+    pub credentials: Option<(String, String)>,
+    /// TLS settings when `broker.tls`: CA and optional client certificate and key (PEM bytes).
+    pub tls: Option<TlsFiles>,
+    /// Acknowledgements must be signed by this key, when given.
+    pub server_key: Option<PublicKey>,
+    /// Batches in flight at once.
+    pub window: usize,
+    /// Send an unacknowledged batch again after this long.
+    pub resend_after: Duration,
+}
+
+/// The buffer, shared by the poller (appends) and the uplink (sends, acknowledges).
+pub type SharedBuffer = Arc<Mutex<Buffer>>;
+
+/// Runs the uplink until `stop` turns true.
+///
+/// # Errors
+/// The buffer cannot be read or written (the disk), which the agent cannot work around.
+pub async fn run(
+    site: SiteId,
+    agent: AgentId,
+    buffer: SharedBuffer,
+    opts: UplinkOptions,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut mqtt = MqttOptions::new(&opts.client_id, &opts.broker.host, opts.broker.port);
+    mqtt.set_keep_alive(Duration::from_secs(15)).set_clean_start(false);
+    if let Some((user, pass)) = &opts.credentials {
+        mqtt.set_credentials(user, pass);
+    }
+    if opts.broker.tls {
+        let tls = opts.tls.clone().unwrap_or_default();
+        mqtt.set_transport(rumqttc::Transport::tls(tls.ca, tls.client, None));
+    }
+    let (client, mut events) = AsyncClient::new(mqtt, 1_000);
+    let ack_topic = topics::topic(site, Channel::TelemetryAck);
+    let telemetry = topics::topic(site, Channel::Telemetry);
+    let lock = |b: &SharedBuffer| b.lock().unwrap_or_else(PoisonError::into_inner).pending(opts.window);
+    let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+    let mut connected = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected = true;
+                    // Everything unacknowledged goes again on a new connection.
+                    sent.clear();
+                    client.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await?;
+                    tracing::info!(host = %opts.broker.host, port = opts.broker.port, "connected to the central broker");
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Ok(signed) = gridmesh_wire::decode(&p.payload) else { continue };
+                    if opts.server_key.is_some_and(|k| k != signed.signer) {
+                        tracing::warn!("an acknowledgement not signed by the server key was ignored");
+                        continue;
+                    }
+                    if let Message::Ack(Ack::TelemetryCommitted(c)) = signed.message
+                        && c.agent == agent
+                    {
+                        buffer.lock().unwrap_or_else(PoisonError::into_inner).ack(c.last_seq)?;
+                        sent.remove(&c.last_seq);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if connected {
+                        tracing::warn!(error = %e, "central broker link lost; readings stay in the disk buffer");
+                    }
+                    connected = false;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            _ = tick.tick(), if connected => {
+                for (seq, bytes) in lock(&buffer)? {
+                    let due = sent.get(&seq).is_none_or(|at| at.elapsed() >= opts.resend_after);
+                    if due {
+                        client.publish(telemetry.clone(), QoS::AtLeastOnce, false, bytes).await?;
+                        sent.insert(seq, Instant::now());
+                    }
+                }
+            }
+        }
+    }
+}

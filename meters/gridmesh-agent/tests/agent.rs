@@ -1,0 +1,231 @@
+//! The agent end to end, over real TCP: it reads the simulator's SunSpec device, signs
+//! batches, keeps them on disk, and sends them to a real Mosquitto where a stand-in for ingest
+//! acknowledges them (signed, as ingest does). The broker goes down and comes back: the buffer
+//! grows and drains in order. The agent is killed with SIGKILL and restarted: every sequence
+//! number arrives, none with two different contents.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gridmesh_core::{AgentId, BatterySpec, GeoPoint, SiteId, WattHours, Watts};
+use gridmesh_sim::device::{Profile, SimDevice};
+use gridmesh_sim::home::Home;
+use gridmesh_sim::server::{Running, spawn};
+use gridmesh_testkit::Mosquitto;
+use gridmesh_wire::topics::{self, Channel};
+use gridmesh_wire::{Ack, KeyPair, Message, TelemetryCommitted};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+async fn sim() -> Running {
+    let battery =
+        BatterySpec { capacity: WattHours(10_000), max_charge: Watts(4_000), max_discharge: Watts(4_000) };
+    let home = Home::new(Watts(8_000), Some(battery), GeoPoint { lat: 52.5, lon: 13.4 }, 9);
+    let device = SimDevice::new(home, Profile::IntScale, 1, "SIM-E2E").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn(listener, device, Duration::from_millis(100)).unwrap()
+}
+
+/// What the stand-in for ingest received: sequence number → the reading's bytes, and the
+/// order batches first arrived in.
+#[derive(Default)]
+struct Received {
+    readings: BTreeMap<u64, String>,
+    conflicts: Vec<u64>,
+    first_arrivals: Vec<u64>,
+}
+
+/// Subscribes to the site's telemetry and acknowledges each batch, signed by `server`.
+fn ingest(
+    port: u16,
+    site: SiteId,
+    agent_key: gridmesh_wire::PublicKey,
+    server: KeyPair,
+) -> Arc<Mutex<Received>> {
+    let received = Arc::new(Mutex::new(Received::default()));
+    let state = Arc::clone(&received);
+    let mut opts = MqttOptions::new(format!("fake-ingest-{}", uuid_like()), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, 1_000);
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    client
+                        .subscribe(topics::topic(site, Channel::Telemetry), QoS::AtLeastOnce)
+                        .await
+                        .unwrap();
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Ok(signed) = gridmesh_wire::decode(&p.payload) else { continue };
+                    assert_eq!(signed.signer, agent_key, "signed by the agent's key");
+                    let Message::Telemetry(batch) = signed.message else { continue };
+                    {
+                        let mut s = state.lock().unwrap();
+                        if !s.readings.contains_key(&batch.first_seq) {
+                            s.first_arrivals.push(batch.first_seq);
+                        }
+                        for (seq, r) in batch.sequenced() {
+                            let text = format!("{r:?}");
+                            match s.readings.get(&seq) {
+                                Some(old) if *old != text => s.conflicts.push(seq),
+                                _ => {
+                                    s.readings.insert(seq, text);
+                                }
+                            }
+                        }
+                    }
+                    let ack = Message::Ack(Ack::TelemetryCommitted(TelemetryCommitted {
+                        agent: batch.agent,
+                        site: batch.site,
+                        first_seq: batch.first_seq,
+                        last_seq: batch.last_seq(),
+                    }));
+                    let bytes = gridmesh_wire::encode(&ack, &server).unwrap();
+                    let _ = client
+                        .publish(topics::topic(site, Channel::TelemetryAck), QoS::AtLeastOnce, false, bytes)
+                        .await;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    received
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("gridmesh-agent-{name}-{}", uuid_like()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(
+    dir: &std::path::Path,
+    site: SiteId,
+    agent: AgentId,
+    broker: u16,
+    device: std::net::SocketAddr,
+    server: &KeyPair,
+) -> String {
+    format!(
+        r#"site = "{site}"
+agent = "{agent}"
+key_file = "{dir}/agent.key"
+poll_ms = 100
+batch_readings = 5
+
+[buffer]
+dir = "{dir}/buffer"
+
+[central]
+url = "mqtt://127.0.0.1:{broker}"
+allow_plain = true
+server_key = "{server_key}"
+
+[[sunspec]]
+name = "sim home"
+address = "{device}"
+"#,
+        dir = dir.display(),
+        server_key = server.public(),
+    )
+}
+
+async fn wait_until(within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "condition not met within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn contiguous(r: &Received) -> Option<u64> {
+    let keys: Vec<u64> = r.readings.keys().copied().collect();
+    (keys.first() == Some(&0) && keys.windows(2).all(|w| w[1] == w[0] + 1))
+        .then(|| *keys.last().unwrap_or(&0))
+}
+
+#[tokio::test]
+async fn a_broker_outage_fills_the_buffer_which_drains_in_order() {
+    let mut broker = Mosquitto::start().await;
+    let device = sim().await;
+    let (site, agent) = (SiteId::new_random(), AgentId::new_random());
+    let dir = temp_dir("outage");
+    let server = KeyPair::from_seed([7; 32]);
+    let cfg_path = dir.join("agent.toml");
+    std::fs::write(&cfg_path, config(&dir, site, agent, broker.port, device.addr, &server)).unwrap();
+    let cfg = gridmesh_agent::config::AgentConfig::load(&cfg_path).unwrap();
+    let key = gridmesh_agent::key::load_or_create(&cfg.key_file).unwrap();
+    let received = ingest(broker.port, site, key.public(), server);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(gridmesh_agent::run::run(cfg, key, stop_rx));
+
+    wait_until(Duration::from_secs(15), || received.lock().unwrap().readings.len() >= 10).await;
+    broker.stop().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let during: usize = std::fs::read_dir(dir.join("buffer")).unwrap().count();
+    assert!(during >= 1, "batches kept on disk while the broker is down");
+    let before = received.lock().unwrap().readings.len();
+    broker.restart().await;
+    wait_until(Duration::from_secs(20), || received.lock().unwrap().readings.len() >= before + 30).await;
+    let _ = stop.send(true);
+    run.await.unwrap().unwrap();
+
+    let r = received.lock().unwrap();
+    assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+    assert!(
+        contiguous(&r).is_some(),
+        "no sequence number missing: {:?}",
+        r.readings.keys().collect::<Vec<_>>()
+    );
+    let mut sorted = r.first_arrivals.clone();
+    sorted.sort_unstable();
+    assert_eq!(r.first_arrivals, sorted, "the buffer drains oldest first");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn kill_9_of_the_agent_loses_no_reading() {
+    let broker = Mosquitto::start().await;
+    let device = sim().await;
+    let (site, agent) = (SiteId::new_random(), AgentId::new_random());
+    let dir = temp_dir("kill");
+    let server = KeyPair::from_seed([8; 32]);
+    let cfg_path = dir.join("agent.toml");
+    std::fs::write(&cfg_path, config(&dir, site, agent, broker.port, device.addr, &server)).unwrap();
+    let agent_key = {
+        let cfg = gridmesh_agent::config::AgentConfig::load(&cfg_path).unwrap();
+        gridmesh_agent::key::load_or_create(&cfg.key_file).unwrap().public()
+    };
+    let received = ingest(broker.port, site, agent_key, server);
+    let start = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_gridmesh-agent"))
+            .args(["--config", cfg_path.to_str().unwrap(), "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    wait_until(Duration::from_secs(15), || received.lock().unwrap().readings.len() >= 15).await;
+    first.kill().await.unwrap(); // SIGKILL, mid-stream
+    let seen = received.lock().unwrap().readings.len();
+    let mut second = start();
+    wait_until(Duration::from_secs(20), || received.lock().unwrap().readings.len() >= seen + 20).await;
+    second.kill().await.unwrap();
+
+    let r = received.lock().unwrap();
+    assert!(r.conflicts.is_empty(), "a sequence number reused with other content: {:?}", r.conflicts);
+    assert!(contiguous(&r).is_some(), "a reading was lost: {:?}", r.readings.keys().collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&dir);
+}
