@@ -8,6 +8,7 @@
 //! * [`sunspec`]: SunSpec over Modbus TCP: discovery (marker at 40000, 0 or 50000, the model
 //!   chain), reading whole models in one request each (so scale factors come with their values),
 //!   and writing controls.
+//! * [`setpoints`]: commands checked, clamped, turned into SunSpec writes with revert timers.
 //! * [`run`]: the poll loop that ties them together.
 #![warn(missing_docs)]
 
@@ -15,5 +16,6 @@ pub mod buffer;
 pub mod config;
 pub mod key;
 pub mod run;
+pub mod setpoints;
 pub mod sunspec;
 pub mod uplink;

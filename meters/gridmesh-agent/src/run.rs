@@ -95,6 +95,61 @@ fn to_reading(r: &Readout) -> Reading {
     }
 }
 
+/// Checks, clamps and applies a setpoint on the first SunSpec device that has controls.
+async fn apply_setpoint(
+    sources: &mut [Source],
+    site: gridmesh_core::SiteId,
+    incoming: &uplink::Incoming,
+) -> gridmesh_wire::SetpointResult {
+    use crate::setpoints::{Decision, answer, decide, limits_from, plan};
+    use gridmesh_wire::SetpointOutcome;
+    let sp = &incoming.setpoint;
+    let now = Utc::now();
+    let refuse = |reason: String| answer(sp, now, SetpointOutcome::Refused, None, reason);
+    let Some(source) = sources.first_mut() else {
+        return refuse("this agent has no SunSpec device to control".into());
+    };
+    if source.main.is_none() {
+        let timeout = Duration::from_secs(3);
+        match Device::discover(source.cfg.address, source.cfg.unit, timeout).await {
+            Ok(d) => source.main = Some(d),
+            Err(e) => return refuse(format!("the device is not reachable: {e}")),
+        }
+    }
+    let Some(device) = source.main.as_mut() else { return refuse("the device is not reachable".into()) };
+    let blocks = match device.read_models().await {
+        Ok(b) => b,
+        Err(e) => return refuse(format!("the device is not readable: {e}")),
+    };
+    let zero = gridmesh_core::SetpointLimits {
+        max_charge: Watts(0),
+        max_discharge: Watts(0),
+        rated_pv: Watts(0),
+        import_limit: Watts(0),
+        export_limit: Watts(0),
+    };
+    let limits = limits_from(&blocks, zero);
+    let (applied, clamped) = match decide(sp, incoming.signed_by_server, site, now, &limits) {
+        Decision::Answer(outcome, reason) => return answer(sp, now, outcome, None, reason),
+        Decision::Apply { setpoint, clamped } => (setpoint, clamped),
+    };
+    let writes = match plan(&applied, &blocks, &limits, now) {
+        Ok(w) => w,
+        Err(reason) => return refuse(reason),
+    };
+    for w in &writes {
+        if let Err(e) = device.write_point(w.model, w.point, &w.words).await {
+            return refuse(format!("the device refused a control write: {e}"));
+        }
+    }
+    let (outcome, reason) = if clamped {
+        (SetpointOutcome::Clamped, "clamped to the device's rated limits".to_owned())
+    } else {
+        (SetpointOutcome::Applied, String::new())
+    };
+    answer(sp, now, outcome, Some(&applied), reason)
+}
+
 /// The uplink's settings from the configuration (TLS files read here).
 ///
 /// # Errors
@@ -141,7 +196,11 @@ pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) ->
     tracing::info!(pending = recovered.pending, next_seq, "disk buffer opened");
     let buffer = Arc::new(Mutex::new(buffer));
     let options = uplink_options(&cfg)?;
-    let up = tokio::spawn(uplink::run(cfg.site, cfg.agent, Arc::clone(&buffer), options, stop.clone()));
+    let (setpoint_tx, mut setpoint_rx) = tokio::sync::mpsc::channel(16);
+    let (answer_tx, answer_rx) = tokio::sync::mpsc::channel(16);
+    let commands = uplink::Commands { setpoints: setpoint_tx, answers: answer_rx, key: key.clone() };
+    let up =
+        tokio::spawn(uplink::run(cfg.site, cfg.agent, Arc::clone(&buffer), options, commands, stop.clone()));
     let mut sources: Vec<Source> = cfg
         .sunspec
         .iter()
@@ -156,7 +215,18 @@ pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) ->
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = stop_rx.wait_for(|s| *s) => break,
+            Some(incoming) = setpoint_rx.recv() => {
+                let answer = apply_setpoint(&mut sources, cfg.site, &incoming).await;
+                tracing::info!(command = %answer.command, outcome = ?answer.outcome, reason = %answer.reason, "setpoint answered");
+                let _ = answer_tx.send(answer).await;
+                continue;
+            }
+            changed = stop_rx.changed() => {
+                if changed.is_err() || *stop_rx.borrow() {
+                    break;
+                }
+                continue;
+            }
         }
         let mut combined = Readout::default();
         for s in &mut sources {

@@ -47,6 +47,26 @@ pub struct UplinkOptions {
 /// The buffer, shared by the poller (appends) and the uplink (sends, acknowledges).
 pub type SharedBuffer = Arc<Mutex<Buffer>>;
 
+/// A setpoint as it arrived, and whether the server signed it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The command.
+    pub setpoint: gridmesh_core::Setpoint,
+    /// True when signed by the configured server key (or no key is configured).
+    pub signed_by_server: bool,
+}
+
+/// The setpoint side of the uplink: commands in, answers out.
+#[derive(Debug)]
+pub struct Commands {
+    /// Where received setpoints go.
+    pub setpoints: tokio::sync::mpsc::Sender<Incoming>,
+    /// Answers to publish.
+    pub answers: tokio::sync::mpsc::Receiver<gridmesh_wire::SetpointResult>,
+    /// The agent's key, to sign the answers.
+    pub key: gridmesh_wire::KeyPair,
+}
+
 /// Runs the uplink until `stop` turns true.
 ///
 /// # Errors
@@ -56,6 +76,7 @@ pub async fn run(
     agent: AgentId,
     buffer: SharedBuffer,
     opts: UplinkOptions,
+    mut commands: Commands,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut mqtt = MqttOptions::new(&opts.client_id, &opts.broker.host, opts.broker.port);
@@ -69,6 +90,8 @@ pub async fn run(
     }
     let (client, mut events) = AsyncClient::new(mqtt, 1_000);
     let ack_topic = topics::topic(site, Channel::TelemetryAck);
+    let setpoint_topic = topics::topic(site, Channel::Setpoints);
+    let answer_topic = topics::topic(site, Channel::SetpointAck);
     let telemetry = topics::topic(site, Channel::Telemetry);
     let lock = |b: &SharedBuffer| b.lock().unwrap_or_else(PoisonError::into_inner).pending(opts.window);
     let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
@@ -90,10 +113,16 @@ pub async fn run(
                     // Everything unacknowledged goes again on a new connection.
                     sent.clear();
                     client.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await?;
+                    client.subscribe(setpoint_topic.clone(), QoS::AtLeastOnce).await?;
                     tracing::info!(host = %opts.broker.host, port = opts.broker.port, "connected to the central broker");
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let Ok(signed) = gridmesh_wire::decode(&p.payload) else { continue };
+                    if let Message::Setpoint(setpoint) = signed.message {
+                        let signed_by_server = opts.server_key.is_none_or(|k| k == signed.signer);
+                        let _ = commands.setpoints.try_send(Incoming { setpoint, signed_by_server });
+                        continue;
+                    }
                     if opts.server_key.is_some_and(|k| k != signed.signer) {
                         tracing::warn!("an acknowledgement not signed by the server key was ignored");
                         continue;
@@ -114,6 +143,10 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
+            Some(answer) = commands.answers.recv() => {
+                let bytes = gridmesh_wire::encode(&Message::Ack(Ack::Setpoint(answer)), &commands.key)?;
+                client.publish(answer_topic.clone(), QoS::AtLeastOnce, false, bytes).await?;
+            }
             _ = tick.tick(), if connected => {
                 for (seq, bytes) in lock(&buffer)? {
                     let due = sent.get(&seq).is_none_or(|at| at.elapsed() >= opts.resend_after);

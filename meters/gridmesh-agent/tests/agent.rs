@@ -229,3 +229,121 @@ async fn kill_9_of_the_agent_loses_no_reading() {
     assert!(contiguous(&r).is_some(), "a reading was lost: {:?}", r.readings.keys().collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Publishes setpoints on the site's topic and collects the agent's answers.
+fn commander(port: u16, site: SiteId) -> (AsyncClient, Arc<Mutex<Vec<gridmesh_wire::SetpointResult>>>) {
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let state = Arc::clone(&answers);
+    let mut opts = MqttOptions::new(format!("commander-{}", uuid_like()), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    let sub = client.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    sub.subscribe(topics::topic(site, Channel::SetpointAck), QoS::AtLeastOnce).await.unwrap();
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Ok(signed) = gridmesh_wire::decode(&p.payload)
+                        && let Message::Ack(Ack::Setpoint(r)) = signed.message
+                    {
+                        state.lock().unwrap().push(r);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    (client, answers)
+}
+
+#[tokio::test]
+async fn setpoints_are_checked_clamped_applied_and_revert() {
+    use gridmesh_core::{CommandId, Setpoint};
+    use gridmesh_wire::SetpointOutcome;
+    let broker = Mosquitto::start().await;
+    let device = sim().await;
+    let (site, agent) = (SiteId::new_random(), AgentId::new_random());
+    let dir = temp_dir("setpoints");
+    let server = KeyPair::from_seed([9; 32]);
+    let cfg_path = dir.join("agent.toml");
+    std::fs::write(&cfg_path, config(&dir, site, agent, broker.port, device.addr, &server)).unwrap();
+    let cfg = gridmesh_agent::config::AgentConfig::load(&cfg_path).unwrap();
+    let key = gridmesh_agent::key::load_or_create(&cfg.key_file).unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(gridmesh_agent::run::run(cfg, key, stop_rx));
+    let (client, answers) = commander(broker.port, site);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    let now = chrono::Utc::now();
+    let setpoint = |battery: Option<i64>, import: Option<i64>, until_secs: i64| Setpoint {
+        command: CommandId::new_random(),
+        site,
+        issued_at: now,
+        valid_from: now - chrono::Duration::seconds(1),
+        valid_until: now + chrono::Duration::seconds(until_secs),
+        revert_after_secs: 2,
+        battery_power: battery.map(Watts),
+        pv_limit: None,
+        import_limit: import.map(Watts),
+        export_limit: None,
+    };
+    let send = |sp: Setpoint, by: &KeyPair| {
+        let bytes = gridmesh_wire::encode(&Message::Setpoint(sp), by).unwrap();
+        let client = client.clone();
+        async move {
+            client
+                .publish(topics::topic(site, Channel::Setpoints), QoS::AtLeastOnce, false, bytes)
+                .await
+                .unwrap()
+        }
+    };
+    let answer_for = |command: CommandId| {
+        let answers = Arc::clone(&answers);
+        async move {
+            wait_until(Duration::from_secs(10), || {
+                answers.lock().unwrap().iter().any(|a| a.command == command)
+            })
+            .await;
+            answers.lock().unwrap().iter().find(|a| a.command == command).unwrap().clone()
+        }
+    };
+
+    // Charge at 2 kW for 2 s: applied, the device charges, then hands control back.
+    let charge = setpoint(Some(2_000), None, 60);
+    send(charge, &server).await;
+    let a = answer_for(charge.command).await;
+    assert_eq!((a.outcome, a.battery_power), (SetpointOutcome::Applied, Some(Watts(2_000))), "{a:?}");
+    assert_eq!(device.device.lock().unwrap().home().battery_command(chrono::Utc::now()), Some(Watts(2_000)));
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    assert_eq!(device.device.lock().unwrap().home().battery_command(chrono::Utc::now()), None, "reverted");
+
+    // 10 kW is beyond the battery's 4 kW: clamped, and the answer says what was applied.
+    let big = setpoint(Some(10_000), None, 60);
+    send(big, &server).await;
+    let a = answer_for(big.command).await;
+    assert_eq!((a.outcome, a.battery_power), (SetpointOutcome::Clamped, Some(Watts(4_000))), "{a:?}");
+
+    // Refusals: another signer, an expired window, a control the device does not have.
+    let forged = setpoint(Some(1_000), None, 60);
+    send(forged, &KeyPair::from_seed([66; 32])).await;
+    let a = answer_for(forged.command).await;
+    assert_eq!(a.outcome, SetpointOutcome::Refused);
+    assert!(a.reason.contains("not signed by the server"), "{}", a.reason);
+    let mut late = setpoint(Some(1_000), None, 60);
+    late.valid_from = now - chrono::Duration::seconds(120);
+    late.valid_until = now - chrono::Duration::seconds(60);
+    send(late, &server).await;
+    assert_eq!(answer_for(late.command).await.outcome, SetpointOutcome::Expired);
+    let import = setpoint(None, Some(3_000), 60);
+    send(import, &server).await;
+    let a = answer_for(import.command).await;
+    assert_eq!(a.outcome, SetpointOutcome::Refused);
+    assert!(a.reason.contains("not supported"), "{}", a.reason);
+
+    let _ = stop.send(true);
+    run.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

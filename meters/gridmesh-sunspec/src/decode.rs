@@ -40,6 +40,8 @@ pub struct Block {
     pub values: BTreeMap<&'static str, Value>,
     /// Repeating blocks, in order.
     pub repeats: Vec<BTreeMap<&'static str, Value>>,
+    /// The implemented scale factors, as read with the values (needed to write controls).
+    pub scale_factors: BTreeMap<&'static str, i64>,
 }
 
 impl Block {
@@ -166,7 +168,7 @@ pub fn decode(regs: &[u16]) -> Result<Block, SunSpecError> {
             at += usize::from(r.size);
         }
     }
-    Ok(Block { id, values, repeats })
+    Ok(Block { id, values, repeats, scale_factors: sfs })
 }
 
 /// A model's registers under construction: every point starts "not implemented".
