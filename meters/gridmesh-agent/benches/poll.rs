@@ -22,7 +22,11 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
 fn release_bin(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release").join(name);
-    assert!(p.exists(), "{} is missing: cargo build --release -p gridmesh-sim -p gridmesh-agent", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: cargo build --release -p gridmesh-sim -p gridmesh-agent",
+        p.display()
+    );
     p
 }
 
@@ -60,7 +64,10 @@ fn acknowledge(port: u16, site: SiteId, server: KeyPair) {
         loop {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    client.subscribe(topics::topic(site, Channel::Telemetry), QoS::AtLeastOnce).await.unwrap();
+                    client
+                        .subscribe(topics::topic(site, Channel::Telemetry), QoS::AtLeastOnce)
+                        .await
+                        .unwrap();
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let Ok(signed) = gridmesh_wire::decode(&p.payload) else { continue };
@@ -72,7 +79,9 @@ fn acknowledge(port: u16, site: SiteId, server: KeyPair) {
                         last_seq: b.last_seq(),
                     }));
                     let bytes = gridmesh_wire::encode(&ack, &server).unwrap();
-                    let _ = client.publish(topics::topic(site, Channel::TelemetryAck), QoS::AtLeastOnce, false, bytes).await;
+                    let _ = client
+                        .publish(topics::topic(site, Channel::TelemetryAck), QoS::AtLeastOnce, false, bytes)
+                        .await;
                 }
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,

@@ -40,7 +40,7 @@ enum Command {
     Key,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     match real_main().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

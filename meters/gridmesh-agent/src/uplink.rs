@@ -80,7 +80,12 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut mqtt = MqttOptions::new(&opts.client_id, &opts.broker.host, opts.broker.port);
-    mqtt.set_keep_alive(Duration::from_secs(15)).set_clean_start(false);
+    // The window bounds what is in flight; rumqttc sizes its in-flight table from this limit
+    // up front (about 10 MB at its default of 65535), so it is kept to what the window needs.
+    let inflight = u16::try_from(opts.window.saturating_mul(2)).unwrap_or(u16::MAX).max(16);
+    mqtt.set_keep_alive(Duration::from_secs(15))
+        .set_clean_start(false)
+        .set_outgoing_inflight_upper_limit(inflight);
     if let Some((user, pass)) = &opts.credentials {
         mqtt.set_credentials(user, pass);
     }
