@@ -141,6 +141,8 @@ async fn main() {
         peak as f64 / 1024.0
     );
     let _ = agent_proc.kill();
+    let _ = agent_proc.wait();
     let _ = sim.kill();
+    let _ = sim.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
