@@ -57,7 +57,7 @@ fn raw(regs: &[u16], at: usize, size: usize) -> Option<u64> {
     Some(words.iter().fold(0_u64, |acc, w| (acc << 16) | u64::from(*w)))
 }
 
-/// A point's value before scaling: `None` for "not implemented".
+/// A point's value before scaling: `None` for SunSpec's not-implemented sentinel.
 fn read_point(p: &PointDef, regs: &[u16], base: usize) -> Option<RawValue> {
     let at = base + usize::from(p.offset);
     let size = usize::from(p.size);
@@ -171,7 +171,7 @@ pub fn decode(regs: &[u16]) -> Result<Block, SunSpecError> {
     Ok(Block { id, values, repeats, scale_factors: sfs })
 }
 
-/// A model's registers under construction: every point starts "not implemented".
+/// A model's registers under construction: every point starts as a not-implemented sentinel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     def: &'static ModelDef,

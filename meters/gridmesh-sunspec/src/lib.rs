@@ -1,6 +1,6 @@
 //! SunSpec over Modbus, free of IO: the register maps of the models gridmesh reads and
 //! controls, the walk along a device's model chain, decoding with scale factors (read in the
-//! same request as their values) and "not implemented" sentinels (absent values, never 65535,
+//! same request as their values) and not-implemented sentinels (absent values, never 65535,
 //! -32768 or NaN), register images for the simulator, and the mapping of decoded models to a
 //! site's normalized reading.
 //!
