@@ -64,6 +64,38 @@ pub struct AgentConfig {
     /// SunSpec devices over Modbus TCP.
     #[serde(default)]
     pub sunspec: Vec<SunSpecDevice>,
+    /// The home broker the MQTT devices publish to.
+    pub home_broker: Option<HomeBroker>,
+    /// MQTT devices on the home broker (Tasmota, Shelly, OpenDTU/AhoyDTU, Home Assistant).
+    #[serde(default)]
+    pub mqtt_device: Vec<gridmesh_devices::DeviceConfig>,
+}
+
+/// The home broker: plain MQTT on the LAN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeBroker {
+    /// `host:port` (1883 when no port is given).
+    pub address: String,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+}
+
+impl HomeBroker {
+    /// Host and port.
+    ///
+    /// # Errors
+    /// A bad port.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        match self.address.rsplit_once(':') {
+            Some((h, p)) => {
+                Ok((h.to_owned(), p.parse().map_err(|_| format!("bad port in {:?}", self.address))?))
+            }
+            None => Ok((self.address.clone(), 1883)),
+        }
+    }
 }
 
 fn default_key_file() -> PathBuf {
@@ -200,6 +232,15 @@ impl AgentConfig {
         }
         if cfg.central.client_cert.is_some() != cfg.central.client_key.is_some() {
             return Err(invalid("central.client_cert", "client_cert and client_key go together".into()));
+        }
+        if let Some(h) = &cfg.home_broker {
+            h.host_port().map_err(|p| invalid("home_broker.address", p))?;
+        }
+        if !cfg.mqtt_device.is_empty() && cfg.home_broker.is_none() {
+            return Err(invalid("home_broker", "mqtt_device entries need a [home_broker]".into()));
+        }
+        for (i, d) in cfg.mqtt_device.iter().enumerate() {
+            d.validate().map_err(|e| invalid(&format!("mqtt_device[{i}]"), e.to_string()))?;
         }
         for (i, d) in cfg.sunspec.iter().enumerate() {
             if d.name.is_empty() {

@@ -1,6 +1,7 @@
 //! The gridmesh edge agent (in progress).
 //!
 //! * [`config`]: one TOML file, refused with the field named when wrong.
+//! * [`home`]: MQTT devices on the home broker, parsed by `gridmesh-devices`.
 //! * [`key`]: the device key, created on first start (mode 0600).
 //! * [`buffer`]: the disk buffer that neither a `kill -9` nor an outage makes lose a batch.
 //! * [`uplink`]: QoS 1 to the central broker (TLS), a batch leaves the buffer only when its
@@ -14,6 +15,7 @@
 
 pub mod buffer;
 pub mod config;
+pub mod home;
 pub mod key;
 pub mod run;
 pub mod setpoints;

@@ -201,6 +201,12 @@ pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) ->
     let commands = uplink::Commands { setpoints: setpoint_tx, answers: answer_rx, key: key.clone() };
     let up =
         tokio::spawn(uplink::run(cfg.site, cfg.agent, Arc::clone(&buffer), options, commands, stop.clone()));
+    let home = crate::home::devices(&cfg.mqtt_device)?;
+    if let Some(b) = &cfg.home_broker {
+        let (host, port) = b.host_port().map_err(anyhow::Error::msg).context("home_broker.address")?;
+        let credentials = b.username.clone().map(|u| (u, b.password.clone().unwrap_or_default()));
+        tokio::spawn(crate::home::run(host, port, credentials, Arc::clone(&home), stop.clone()));
+    }
     let mut sources: Vec<Source> = cfg
         .sunspec
         .iter()
@@ -235,6 +241,19 @@ pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) ->
                 Err(e) => s.report(e),
             }
         }
+        let d = crate::home::combined(&home);
+        merge(
+            &mut combined,
+            Readout {
+                grid_power_w: d.grid_power_w,
+                pv_power_w: d.pv_power_w,
+                battery_power_w: d.battery_power_w,
+                battery_soc_bp: d.battery_soc.map(StateOfCharge::basis_points),
+                grid_import_wh: d.grid_import_wh,
+                grid_export_wh: d.grid_export_wh,
+                pv_energy_wh: d.pv_energy_wh,
+            },
+        );
         readings.push(to_reading(&combined));
         if readings.len() >= cfg.batch_readings {
             let batch = TelemetryBatch {

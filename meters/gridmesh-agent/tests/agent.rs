@@ -347,3 +347,66 @@ async fn setpoints_are_checked_clamped_applied_and_revert() {
     run.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn mqtt_devices_on_the_home_broker_feed_the_readings() {
+    let broker = Mosquitto::start().await;
+    let (site, agent) = (SiteId::new_random(), AgentId::new_random());
+    let dir = temp_dir("home");
+    let server = KeyPair::from_seed([10; 32]);
+    let cfg = format!(
+        r#"site = "{site}"
+agent = "{agent}"
+key_file = "{d}/agent.key"
+poll_ms = 100
+batch_readings = 2
+
+[buffer]
+dir = "{d}/buffer"
+
+[central]
+url = "mqtt://127.0.0.1:{port}"
+allow_plain = true
+server_key = "{key}"
+
+[home_broker]
+address = "127.0.0.1:{port}"
+
+[[mqtt_device]]
+name = "grid meter"
+family = {{ tasmota = {{ sensor_topic = "tele/meter/SENSOR", energy = "grid" }} }}
+"#,
+        d = dir.display(),
+        port = broker.port,
+        key = server.public(),
+    );
+    let cfg_path = dir.join("agent.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let cfg = gridmesh_agent::config::AgentConfig::load(&cfg_path).unwrap();
+    let key = gridmesh_agent::key::load_or_create(&cfg.key_file).unwrap();
+    let received = ingest(broker.port, site, key.public(), server);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(gridmesh_agent::run::run(cfg, key, stop_rx));
+    let mut opts = MqttOptions::new("tasmota-plug", "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (plug, mut events) = AsyncClient::new(opts, 10);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let good = r#"{"Time":"2026-12-01T10:00:00","ENERGY":{"Total":12.3511,"Power":187.4}}"#;
+    plug.publish("tele/meter/SENSOR", QoS::AtLeastOnce, false, good.as_bytes().to_vec()).await.unwrap();
+    let has = |needle: &'static str| {
+        let received = Arc::clone(&received);
+        move || received.lock().unwrap().readings.values().any(|r| r.contains(needle))
+    };
+    wait_until(Duration::from_secs(10), has("grid_power: Some(187 W)")).await;
+    wait_until(Duration::from_secs(10), has("grid_import: Some(12351 Wh)")).await;
+    // A broken payload is skipped; the last good state stays.
+    plug.publish("tele/meter/SENSOR", QoS::AtLeastOnce, false, b"{\"ENERGY\":".to_vec()).await.unwrap();
+    let before = received.lock().unwrap().readings.len();
+    wait_until(Duration::from_secs(10), || received.lock().unwrap().readings.len() >= before + 6).await;
+    let last = received.lock().unwrap().readings.values().last().unwrap().clone();
+    assert!(last.contains("grid_power: Some(187 W)"), "{last}");
+    let _ = stop.send(true);
+    run.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

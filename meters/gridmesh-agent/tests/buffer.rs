@@ -160,6 +160,7 @@ fn the_example_configuration_is_valid_and_bad_ones_name_the_field() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.example.toml");
     let cfg = AgentConfig::load(&example).unwrap();
     assert_eq!(cfg.sunspec[0].meter_unit, Some(200));
+    assert_eq!(cfg.mqtt_device.len(), 2);
     assert!(cfg.broker().unwrap().tls);
     let text = std::fs::read_to_string(&example).unwrap();
     let bad = |from: &str, to: &str| {
@@ -175,4 +176,5 @@ fn the_example_configuration_is_valid_and_bad_ones_name_the_field() {
     assert!(bad("batch_readings = 10", "batch_readings = 0").contains("batch_readings"));
     assert!(bad("unit = 1\n", "unit = 1\ncolour = \"red\"\n").contains("unknown field `colour`"));
     assert!(bad("192.168.1.20:502", "not an address").contains("invalid socket address"));
+    assert!(bad("energy = \"grid\"", "energy = \"moon\"").contains("unknown variant"));
 }
