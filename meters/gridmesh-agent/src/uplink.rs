@@ -93,6 +93,25 @@ pub async fn run(
         let tls = opts.tls.clone().unwrap_or_default();
         mqtt.set_transport(rumqttc::Transport::tls(tls.ca, tls.client, None));
     }
+    // Presence: the broker announces "offline" for us when the connection dies.
+    let status_topic = topics::topic(site, Channel::Status);
+    let status = |state: gridmesh_wire::AgentState| -> anyhow::Result<Vec<u8>> {
+        let s = gridmesh_wire::AgentStatus {
+            agent,
+            site,
+            at: chrono::Utc::now(),
+            state,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        Ok(gridmesh_wire::encode(&Message::Status(s), &commands.key)?)
+    };
+    mqtt.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+        status_topic.clone(),
+        status(gridmesh_wire::AgentState::Offline)?,
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
     let (client, mut events) = AsyncClient::new(mqtt, 1_000);
     let ack_topic = topics::topic(site, Channel::TelemetryAck);
     let setpoint_topic = topics::topic(site, Channel::Setpoints);
@@ -104,6 +123,25 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         if *stop.borrow() {
+            // A clean stop says so itself (the broker sends the last will only on a broken link).
+            if connected {
+                let _ = client
+                    .publish(
+                        status_topic.clone(),
+                        QoS::AtLeastOnce,
+                        true,
+                        status(gridmesh_wire::AgentState::Offline)?,
+                    )
+                    .await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while let Ok(e) = events.poll().await {
+                        if matches!(e, Event::Incoming(Packet::PubAck(_))) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
             return Ok(());
         }
         tokio::select! {
@@ -119,6 +157,7 @@ pub async fn run(
                     sent.clear();
                     client.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await?;
                     client.subscribe(setpoint_topic.clone(), QoS::AtLeastOnce).await?;
+                    client.publish(status_topic.clone(), QoS::AtLeastOnce, true, status(gridmesh_wire::AgentState::Online)?).await?;
                     tracing::info!(host = %opts.broker.host, port = opts.broker.port, "connected to the central broker");
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {

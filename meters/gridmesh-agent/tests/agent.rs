@@ -166,6 +166,7 @@ async fn a_broker_outage_fills_the_buffer_which_drains_in_order() {
     let cfg = gridmesh_agent::config::AgentConfig::load(&cfg_path).unwrap();
     let key = gridmesh_agent::key::load_or_create(&cfg.key_file).unwrap();
     let received = ingest(broker.port, site, key.public(), server);
+    let seen = presence(broker.port, site);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(gridmesh_agent::run::run(cfg, key, stop_rx));
 
@@ -179,6 +180,11 @@ async fn a_broker_outage_fills_the_buffer_which_drains_in_order() {
     wait_until(Duration::from_secs(20), || received.lock().unwrap().readings.len() >= before + 30).await;
     let _ = stop.send(true);
     run.await.unwrap().unwrap();
+    // A clean stop announces itself.
+    wait_until(Duration::from_secs(5), || {
+        seen.lock().unwrap().last() == Some(&gridmesh_wire::AgentState::Offline)
+    })
+    .await;
 
     let r = received.lock().unwrap();
     assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
@@ -191,6 +197,34 @@ async fn a_broker_outage_fills_the_buffer_which_drains_in_order() {
     sorted.sort_unstable();
     assert_eq!(r.first_arrivals, sorted, "the buffer drains oldest first");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The agent's presence as the broker delivers it: the latest state seen.
+fn presence(port: u16, site: SiteId) -> Arc<Mutex<Vec<gridmesh_wire::AgentState>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let state = Arc::clone(&seen);
+    let mut opts = MqttOptions::new(format!("presence-{}", uuid_like()), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    client.subscribe(topics::topic(site, Channel::Status), QoS::AtLeastOnce).await.unwrap();
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Ok(signed) = gridmesh_wire::decode(&p.payload)
+                        && let Message::Status(s) = signed.message
+                    {
+                        state.lock().unwrap().push(s.state);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    seen
 }
 
 #[tokio::test]
@@ -207,6 +241,8 @@ async fn kill_9_of_the_agent_loses_no_reading() {
         gridmesh_agent::key::load_or_create(&cfg.key_file).unwrap().public()
     };
     let received = ingest(broker.port, site, agent_key, server);
+    let seen = presence(broker.port, site);
+    let last_state = || seen.lock().unwrap().last().copied();
     let start = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_gridmesh-agent"))
             .args(["--config", cfg_path.to_str().unwrap(), "run"])
@@ -218,7 +254,10 @@ async fn kill_9_of_the_agent_loses_no_reading() {
     };
     let mut first = start();
     wait_until(Duration::from_secs(15), || received.lock().unwrap().readings.len() >= 15).await;
+    assert_eq!(last_state(), Some(gridmesh_wire::AgentState::Online));
     first.kill().await.unwrap(); // SIGKILL, mid-stream
+    // The broker announces the agent gone (its last will).
+    wait_until(Duration::from_secs(10), || last_state() == Some(gridmesh_wire::AgentState::Offline)).await;
     let seen = received.lock().unwrap().readings.len();
     let mut second = start();
     wait_until(Duration::from_secs(20), || received.lock().unwrap().readings.len() >= seen + 20).await;
