@@ -45,8 +45,8 @@ pub enum ConfigError {
 pub struct AgentConfig {
     /// The site this agent reports for.
     pub site: SiteId,
-    /// This agent's id (as enrolled).
-    pub agent: AgentId,
+    /// This agent's id, as `gridmesh-agent enroll` printed it (needed to `run`).
+    pub agent: Option<AgentId>,
     /// The device key (created on first start, mode 0600).
     #[serde(default = "default_key_file")]
     pub key_file: PathBuf,

@@ -1,6 +1,7 @@
 //! The gridmesh edge agent (in progress).
 //!
 //! * [`config`]: one TOML file, refused with the field named when wrong.
+//! * [`enroll`]: registers the device key with the service.
 //! * [`home`]: MQTT devices on the home broker, parsed by `gridmesh-devices`.
 //! * [`key`]: the device key, created on first start (mode 0600).
 //! * [`buffer`]: the disk buffer that neither a `kill -9` nor an outage makes lose a batch.
@@ -15,6 +16,7 @@
 
 pub mod buffer;
 pub mod config;
+pub mod enroll;
 pub mod home;
 pub mod key;
 pub mod run;

@@ -38,6 +38,19 @@ enum Command {
     Check,
     /// Print the device's public key (creating the key on first use), for enrolment.
     Key,
+    /// Register the device key with the service for the configured site, and print the agent
+    /// id and the server key to put in the configuration.
+    Enroll {
+        /// The gridmesh API, e.g. https://gridmesh.example.
+        #[arg(long, env = "GRIDMESH_API_URL")]
+        api_url: String,
+        /// The site owner's (or an operator's) API token.
+        #[arg(long, env = "GRIDMESH_API_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A name for this agent ("garage pi").
+        #[arg(long, default_value = "gridmesh-agent")]
+        name: String,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -72,6 +85,15 @@ async fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check => check(&cfg).await,
+        Command::Enroll { api_url, token, name } => {
+            let key = gridmesh_agent::key::load_or_create(&cfg.key_file)?;
+            let e = gridmesh_agent::enroll::enroll(&api_url, &token, cfg.site, &key, &name).await?;
+            println!("agent = \"{}\"", e.agent);
+            println!("# in [central]:");
+            println!("server_key = \"{}\"", e.server_key);
+            eprintln!("enrolled: put these lines in {}", cli.config.display());
+            Ok(())
+        }
         Command::Run => {
             let key = gridmesh_agent::key::load_or_create(&cfg.key_file)?;
             let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -97,7 +119,10 @@ async fn terminate() {
 }
 
 async fn check(cfg: &AgentConfig) -> anyhow::Result<()> {
-    println!("configuration OK: site {}, agent {}", cfg.site, cfg.agent);
+    match cfg.agent {
+        Some(agent) => println!("configuration OK: site {}, agent {agent}", cfg.site),
+        None => println!("configuration OK: site {}, not enrolled yet (gridmesh-agent enroll)", cfg.site),
+    }
     let broker = cfg.broker().map_err(anyhow::Error::msg)?;
     println!(
         "central broker: {}:{} ({})",

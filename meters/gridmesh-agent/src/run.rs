@@ -154,7 +154,7 @@ async fn apply_setpoint(
 ///
 /// # Errors
 /// A bad broker URL or an unreadable certificate file.
-pub fn uplink_options(cfg: &AgentConfig) -> anyhow::Result<UplinkOptions> {
+pub fn uplink_options(cfg: &AgentConfig, agent: gridmesh_core::AgentId) -> anyhow::Result<UplinkOptions> {
     let broker = cfg.broker().map_err(anyhow::Error::msg).context("central.url")?;
     let read = |p: &std::path::PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let tls = match &cfg.central.ca_file {
@@ -172,7 +172,7 @@ pub fn uplink_options(cfg: &AgentConfig) -> anyhow::Result<UplinkOptions> {
     }
     Ok(UplinkOptions {
         broker,
-        client_id: format!("gridmesh-agent-{}", cfg.agent),
+        client_id: format!("gridmesh-agent-{agent}"),
         credentials: cfg
             .central
             .username
@@ -190,17 +190,18 @@ pub fn uplink_options(cfg: &AgentConfig) -> anyhow::Result<UplinkOptions> {
 /// # Errors
 /// The key or the buffer cannot be used, or the uplink fails on the disk.
 pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let agent =
+        cfg.agent.context("`agent` is not set in the configuration: enrol first (gridmesh-agent enroll)")?;
     let (buffer, recovered) = Buffer::open(&cfg.buffer.dir, cfg.buffer.max_mib * 1024 * 1024)
         .with_context(|| format!("opening the disk buffer {}", cfg.buffer.dir.display()))?;
     let mut next_seq = buffer.last_seq().map_or(0, |s| s + 1);
     tracing::info!(pending = recovered.pending, next_seq, "disk buffer opened");
     let buffer = Arc::new(Mutex::new(buffer));
-    let options = uplink_options(&cfg)?;
+    let options = uplink_options(&cfg, agent)?;
     let (setpoint_tx, mut setpoint_rx) = tokio::sync::mpsc::channel(16);
     let (answer_tx, answer_rx) = tokio::sync::mpsc::channel(16);
     let commands = uplink::Commands { setpoints: setpoint_tx, answers: answer_rx, key: key.clone() };
-    let up =
-        tokio::spawn(uplink::run(cfg.site, cfg.agent, Arc::clone(&buffer), options, commands, stop.clone()));
+    let up = tokio::spawn(uplink::run(cfg.site, agent, Arc::clone(&buffer), options, commands, stop.clone()));
     let home = crate::home::devices(&cfg.mqtt_device)?;
     if let Some(b) = &cfg.home_broker {
         let (host, port) = b.host_port().map_err(anyhow::Error::msg).context("home_broker.address")?;
@@ -257,7 +258,7 @@ pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) ->
         readings.push(to_reading(&combined));
         if readings.len() >= cfg.batch_readings {
             let batch = TelemetryBatch {
-                agent: cfg.agent,
+                agent,
                 site: cfg.site,
                 first_seq: next_seq,
                 readings: std::mem::take(&mut readings),
