@@ -226,16 +226,30 @@ impl Buffer {
     /// # Errors
     /// A segment cannot be read.
     pub fn pending(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
-        let mut out = Vec::new();
-        for (&seq, e) in self.index.iter().filter(|(s, _)| !self.acked_above.contains(s)).take(limit) {
-            let path = seg_path(&self.dir, e.segment);
-            let mut f = File::open(&path).map_err(io_err(&path))?;
-            f.seek(SeekFrom::Start(e.offset + HEADER as u64)).map_err(io_err(&path))?;
-            let mut payload = vec![0_u8; e.len as usize];
-            f.read_exact(&mut payload).map_err(io_err(&path))?;
-            out.push((seq, payload));
-        }
-        Ok(out)
+        self.pending_seqs(limit)
+            .into_iter()
+            .map(|seq| Ok((seq, self.payload(seq)?.unwrap_or_default())))
+            .collect()
+    }
+
+    /// The sequence numbers of up to `limit` pending batches, oldest first (no disk read).
+    #[must_use]
+    pub fn pending_seqs(&self, limit: usize) -> Vec<u64> {
+        self.index.keys().copied().filter(|s| !self.acked_above.contains(s)).take(limit).collect()
+    }
+
+    /// A pending batch's payload; `None` when it is no longer pending.
+    ///
+    /// # Errors
+    /// Its segment cannot be read.
+    pub fn payload(&self, seq: u64) -> Result<Option<Vec<u8>>, BufferError> {
+        let Some(e) = self.index.get(&seq) else { return Ok(None) };
+        let path = seg_path(&self.dir, e.segment);
+        let mut f = File::open(&path).map_err(io_err(&path))?;
+        f.seek(SeekFrom::Start(e.offset + HEADER as u64)).map_err(io_err(&path))?;
+        let mut payload = vec![0_u8; e.len as usize];
+        f.read_exact(&mut payload).map_err(io_err(&path))?;
+        Ok(Some(payload))
     }
 
     /// Number of batches not acknowledged.

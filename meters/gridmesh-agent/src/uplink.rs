@@ -117,7 +117,6 @@ pub async fn run(
     let setpoint_topic = topics::topic(site, Channel::Setpoints);
     let answer_topic = topics::topic(site, Channel::SetpointAck);
     let telemetry = topics::topic(site, Channel::Telemetry);
-    let lock = |b: &SharedBuffer| b.lock().unwrap_or_else(PoisonError::into_inner).pending(opts.window);
     let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
     let mut connected = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -192,12 +191,22 @@ pub async fn run(
                 client.publish(answer_topic.clone(), QoS::AtLeastOnce, false, bytes).await?;
             }
             _ = tick.tick(), if connected => {
-                for (seq, bytes) in lock(&buffer)? {
-                    let due = sent.get(&seq).is_none_or(|at| at.elapsed() >= opts.resend_after);
-                    if due {
-                        client.publish(telemetry.clone(), QoS::AtLeastOnce, false, bytes).await?;
-                        sent.insert(seq, Instant::now());
+                // Only batches not sent recently are read from disk and sent.
+                let due: Vec<(u64, Vec<u8>)> = {
+                    let b = buffer.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut out = Vec::new();
+                    for seq in b.pending_seqs(opts.window) {
+                        if sent.get(&seq).is_none_or(|at| at.elapsed() >= opts.resend_after)
+                            && let Some(bytes) = b.payload(seq)?
+                        {
+                            out.push((seq, bytes));
+                        }
                     }
+                    out
+                };
+                for (seq, bytes) in due {
+                    client.publish(telemetry.clone(), QoS::AtLeastOnce, false, bytes).await?;
+                    sent.insert(seq, Instant::now());
                 }
             }
         }
