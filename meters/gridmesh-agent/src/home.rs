@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use gridmesh_devices::{Applied, Device, DeviceConfig, DeviceState};
+use gridmesh_sunspec::Readout;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
@@ -30,24 +31,26 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
-/// The devices' combined state: for each field, the first device that has it.
+/// Each device's state as a readout, in configuration order (earlier devices win when the
+/// poll loop merges them).
 #[must_use]
-pub fn combined(devices: &SharedDevices) -> DeviceState {
+pub fn readouts(devices: &SharedDevices) -> Vec<Readout> {
     let devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut out = DeviceState::default();
-    for d in devices.iter() {
-        let s = d.state();
-        out.grid_power_w = out.grid_power_w.or(s.grid_power_w);
-        out.pv_power_w = out.pv_power_w.or(s.pv_power_w);
-        out.battery_power_w = out.battery_power_w.or(s.battery_power_w);
-        out.battery_soc = out.battery_soc.or(s.battery_soc);
-        out.grid_import_wh = out.grid_import_wh.or(s.grid_import_wh);
-        out.grid_export_wh = out.grid_export_wh.or(s.grid_export_wh);
-        out.pv_energy_wh = out.pv_energy_wh.or(s.pv_energy_wh);
-        out.battery_charged_wh = out.battery_charged_wh.or(s.battery_charged_wh);
-        out.battery_discharged_wh = out.battery_discharged_wh.or(s.battery_discharged_wh);
-    }
-    out
+    devices
+        .iter()
+        .map(|d| {
+            let s: &DeviceState = d.state();
+            Readout {
+                grid_power_w: s.grid_power_w,
+                pv_power_w: s.pv_power_w,
+                battery_power_w: s.battery_power_w,
+                battery_soc_bp: s.battery_soc.map(gridmesh_core::StateOfCharge::basis_points),
+                grid_import_wh: s.grid_import_wh,
+                grid_export_wh: s.grid_export_wh,
+                pv_energy_wh: s.pv_energy_wh,
+            }
+        })
+        .collect()
 }
 
 /// Builds the devices from their configuration.

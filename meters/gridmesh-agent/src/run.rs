@@ -242,19 +242,9 @@ pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) ->
                 Err(e) => s.report(e),
             }
         }
-        let d = crate::home::combined(&home);
-        merge(
-            &mut combined,
-            Readout {
-                grid_power_w: d.grid_power_w,
-                pv_power_w: d.pv_power_w,
-                battery_power_w: d.battery_power_w,
-                battery_soc_bp: d.battery_soc.map(StateOfCharge::basis_points),
-                grid_import_wh: d.grid_import_wh,
-                grid_export_wh: d.grid_export_wh,
-                pv_energy_wh: d.pv_energy_wh,
-            },
-        );
+        for r in crate::home::readouts(&home) {
+            merge(&mut combined, r);
+        }
         readings.push(to_reading(&combined));
         if readings.len() >= cfg.batch_readings {
             let batch = TelemetryBatch {
