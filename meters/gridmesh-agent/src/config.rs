@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use gridmesh_core::{AgentId, SiteId};
 use gridmesh_sunspec::Quirks;
+
+use crate::sunspec::{Endpoint, SerialLine};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -163,8 +165,10 @@ pub struct CentralConfig {
 pub struct SunSpecDevice {
     /// A name for logs and `check`.
     pub name: String,
-    /// `host:port`.
-    pub address: SocketAddr,
+    /// `host:port` for Modbus TCP (give this or `serial`).
+    pub address: Option<SocketAddr>,
+    /// A serial line for Modbus RTU (give this or `address`).
+    pub serial: Option<SerialLine>,
     /// Modbus unit id of the inverter and storage.
     #[serde(default = "default_unit")]
     pub unit: u8,
@@ -177,6 +181,26 @@ pub struct SunSpecDevice {
 
 fn default_unit() -> u8 {
     1
+}
+
+impl SunSpecDevice {
+    /// Where the device is (checked at load: exactly one of `address` and `serial`).
+    #[must_use]
+    pub fn endpoint(&self) -> Endpoint {
+        match (&self.serial, self.address) {
+            (Some(line), _) => Endpoint::Serial(line.clone()),
+            (None, Some(a)) => Endpoint::Tcp(a),
+            // Refused by `AgentConfig::parse`; an unroutable address keeps this total.
+            (None, None) => Endpoint::Tcp(SocketAddr::from(([0, 0, 0, 0], 502))),
+        }
+    }
+
+    /// Whether all unit ids of the device share one connection: always on a serial line, and
+    /// for TCP devices that accept one client only.
+    #[must_use]
+    pub fn shared_link(&self) -> bool {
+        self.serial.is_some() || self.quirks.single_client
+    }
 }
 
 /// The central broker's address, parsed.
@@ -246,6 +270,45 @@ impl AgentConfig {
             if d.name.is_empty() {
                 return Err(invalid(&format!("sunspec[{i}].name"), "must not be empty".into()));
             }
+            match (&d.address, &d.serial) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        &format!("sunspec[{i}]"),
+                        "give either address (Modbus TCP) or serial (Modbus RTU), not both".into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        &format!("sunspec[{i}]"),
+                        "needs address = \"host:port\" (Modbus TCP) or serial = { path = ... } (Modbus RTU)"
+                            .into(),
+                    ));
+                }
+                (None, Some(line)) => {
+                    line.validate().map_err(|p| invalid(&format!("sunspec[{i}].serial"), p))?;
+                }
+                (Some(_), None) => {}
+            }
+            if d.unit == 0 || d.meter_unit == Some(0) {
+                return Err(invalid(
+                    &format!("sunspec[{i}].unit"),
+                    "unit ids are 1 to 247 (0 is broadcast)".into(),
+                ));
+            }
+            // A single-client device or a serial line takes one connection: two entries for it
+            // would open two.
+            if let Some(j) = cfg.sunspec[..i]
+                .iter()
+                .position(|o| o.endpoint() == d.endpoint() && (o.shared_link() || d.shared_link()))
+            {
+                return Err(invalid(
+                    &format!("sunspec[{i}]"),
+                    format!(
+                        "{} is also sunspec[{j}]: a serial line or a single-client device is one entry (use meter_unit for its meter)",
+                        d.endpoint()
+                    ),
+                ));
+            }
         }
         Ok(cfg)
     }
@@ -274,5 +337,125 @@ impl AgentConfig {
             return Err(format!("no host in {url:?}"));
         }
         Ok(BrokerUrl { host: host.to_owned(), port, tls })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use super::*;
+    use proptest::prelude::*;
+
+    const HEAD: &str = r#"
+site = "00000000-0000-4000-8000-000000000001"
+[central]
+url = "mqtt://127.0.0.1:1883"
+allow_plain = true
+"#;
+
+    fn parse(extra: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(std::path::Path::new("agent.toml"), &format!("{HEAD}{extra}"))
+    }
+
+    fn refused(extra: &str) -> String {
+        parse(extra).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../agent.example.toml");
+        let cfg = AgentConfig::parse(std::path::Path::new("agent.example.toml"), text).unwrap();
+        assert!(!cfg.sunspec.is_empty());
+        assert!(cfg.sunspec.iter().any(|d| d.serial.is_some()), "the example shows a serial device");
+    }
+
+    #[test]
+    fn tcp_and_serial_devices_are_read() {
+        let cfg = parse(
+            r#"
+[[sunspec]]
+name = "inverter"
+address = "192.168.1.20:502"
+meter_unit = 200
+quirks = { single_client = true }
+[[sunspec]]
+name = "battery"
+serial = { path = "/dev/ttyUSB0", baud = 19200, parity = "even" }
+unit = 3
+"#,
+        )
+        .unwrap();
+        assert!(cfg.sunspec[0].shared_link() && cfg.sunspec[1].shared_link());
+        assert_eq!(cfg.sunspec[1].endpoint().to_string(), "/dev/ttyUSB0");
+        let Some(line) = &cfg.sunspec[1].serial else { panic!("serial") };
+        assert_eq!(
+            (line.baud, line.parity, line.data_bits, line.stop_bits),
+            (19_200, crate::sunspec::Parity::Even, 8, 1)
+        );
+    }
+
+    #[test]
+    fn each_problem_is_named() {
+        let dev = |body: &str| format!("[[sunspec]]\nname = \"inv\"\n{body}\n");
+        let cases = [
+            (dev(""), "sunspec[0]: needs address"),
+            (dev("address = \"10.0.0.2:502\"\nserial = { path = \"/dev/ttyS0\" }"), "not both"),
+            (dev("serial = { path = \"/dev/ttyS0\", baud = 10 }"), "sunspec[0].serial: baud must be 300"),
+            (dev("serial = { path = \"/dev/ttyS0\", data_bits = 9 }"), "data_bits must be 7 or 8"),
+            (dev("serial = { path = \"/dev/ttyS0\", stop_bits = 3 }"), "stop_bits must be 1 or 2"),
+            (dev("serial = { path = \"/dev/ttyS0\", parity = \"mark\" }"), "unknown variant `mark`"),
+            (dev("address = \"10.0.0.2:502\"\nunit = 0"), "unit ids are 1 to 247"),
+            (dev("address = \"10.0.0.2\""), "invalid socket address"),
+            (
+                format!(
+                    "{}{}",
+                    dev("address = \"10.0.0.2:502\"\nquirks = { single_client = true }"),
+                    dev("address = \"10.0.0.2:502\"\nunit = 2")
+                ),
+                "sunspec[1]: 10.0.0.2:502 is also sunspec[0]",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    dev("serial = { path = \"/dev/ttyS0\" }"),
+                    dev("serial = { path = \"/dev/ttyS0\" }\nunit = 2")
+                ),
+                "/dev/ttyS0 is also sunspec[0]",
+            ),
+            ("poll_ms = 5\n".into(), "poll_ms: must be 100 to 3600000"),
+            (dev("address = \"10.0.0.2:502\"\nquirks = { fast = true }"), "unknown field `fast`"),
+        ];
+        for (extra, expected) in cases {
+            // Top-level keys must come before the [central] table.
+            let text = if extra.starts_with("poll_ms") {
+                format!("{extra}{HEAD}")
+            } else {
+                format!("{HEAD}{extra}")
+            };
+            let e = AgentConfig::parse(std::path::Path::new("agent.toml"), &text).unwrap_err().to_string();
+            assert!(e.starts_with("agent.toml: "), "{e}");
+            assert!(e.contains(expected), "expected {expected:?} in: {e}");
+        }
+        // Two TCP entries for one multi-client device are fine.
+        parse(&format!(
+            "{}{}",
+            dev("address = \"10.0.0.2:502\""),
+            dev("address = \"10.0.0.2:502\"\nunit = 2")
+        ))
+        .unwrap();
+        assert!(refused("[home_broker]\naddress = \"h:x\"\n").contains("home_broker.address: bad port"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Whatever the text, parsing answers (a configuration or an error naming the file),
+        /// never panics.
+        #[test]
+        fn any_text_is_answered(extra in "[ -~\n]{0,200}") {
+            match AgentConfig::parse(std::path::Path::new("agent.toml"), &format!("{HEAD}{extra}")) {
+                Ok(_) => {}
+                Err(e) => prop_assert!(e.to_string().starts_with("agent.toml")),
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use gridmesh_devices::{Applied, Device, DeviceConfig, DeviceState};
 use gridmesh_sunspec::Readout;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
 /// The devices, shared with the poll loop.
@@ -66,20 +66,36 @@ pub fn devices(configs: &[DeviceConfig]) -> anyhow::Result<SharedDevices> {
     Ok(Arc::new(Mutex::new(devices)))
 }
 
-/// Follows the home broker at `host:port` until `stop`, feeding every device.
-pub async fn run(
-    host: String,
-    port: u16,
-    credentials: Option<(String, String)>,
-    devices: SharedDevices,
-    mut stop: watch::Receiver<bool>,
-) {
+/// A client for the home broker at `host:port`; [`run`] drives its event loop, the client
+/// publishes device commands (DTU limits).
+#[must_use]
+pub fn connect(host: String, port: u16, credentials: Option<(String, String)>) -> (AsyncClient, EventLoop) {
     let mut opts = MqttOptions::new(format!("gridmesh-agent-home-{}", std::process::id()), host, port);
     opts.set_keep_alive(Duration::from_secs(30));
     if let Some((u, p)) = credentials {
         opts.set_credentials(u, p);
     }
-    let (client, mut events) = AsyncClient::new(opts, 100);
+    AsyncClient::new(opts, 100)
+}
+
+/// The first MQTT device that takes a power limit command (an OpenDTU/AhoyDTU inverter with
+/// `limit` configured).
+#[must_use]
+pub fn limit_command(devices: &SharedDevices) -> Option<gridmesh_devices::DtuLimit> {
+    let devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
+    devices.iter().find_map(|d| match &d.config().family {
+        gridmesh_devices::Family::Dtu(c) => c.limit.clone(),
+        _ => None,
+    })
+}
+
+/// Follows the home broker until `stop`, feeding every device.
+pub async fn run(
+    client: AsyncClient,
+    mut events: EventLoop,
+    devices: SharedDevices,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut logged: HashMap<(String, String), Instant> = HashMap::new();
     loop {
         if *stop.borrow() {

@@ -132,11 +132,12 @@ async fn check(cfg: &AgentConfig) -> anyhow::Result<()> {
     );
     let mut failed = 0;
     for d in &cfg.sunspec {
+        let link = gridmesh_agent::sunspec::Link::new(d.endpoint(), Duration::from_secs(3));
         for unit in std::iter::once(d.unit).chain(d.meter_unit) {
-            match Device::discover(d.address, unit, Duration::from_secs(3)).await {
+            match Device::discover_on(std::sync::Arc::clone(&link), unit).await {
                 Ok(mut dev) => {
                     let blocks = dev.read_models().await?;
-                    println!("\n{} ({} unit {unit})", d.name, d.address);
+                    println!("\n{} ({} unit {unit})", d.name, d.endpoint());
                     println!("  {:<8} {:<8} {:<30} points", "model", "address", "name");
                     for (h, b) in dev.models().iter().zip(&blocks) {
                         let name = gridmesh_sunspec::model(h.id).map_or("?", |m| m.name);

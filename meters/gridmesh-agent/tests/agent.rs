@@ -449,3 +449,136 @@ family = {{ tasmota = {{ sensor_topic = "tele/meter/SENSOR", energy = "grid" }} 
     run.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_pv_limit_goes_to_the_dtu_limit_topic_and_is_handed_back() {
+    use gridmesh_core::{CommandId, Setpoint};
+    use gridmesh_wire::SetpointOutcome;
+    let broker = Mosquitto::start().await;
+    let (site, agent) = (SiteId::new_random(), AgentId::new_random());
+    let dir = temp_dir("dtu");
+    let server = KeyPair::from_seed([11; 32]);
+    let limit_topic = "solar/114182912345/cmd/limit_nonpersistent_absolute";
+    let cfg = format!(
+        r#"site = "{site}"
+agent = "{agent}"
+key_file = "{d}/agent.key"
+poll_ms = 100
+
+[buffer]
+dir = "{d}/buffer"
+
+[central]
+url = "mqtt://127.0.0.1:{port}"
+allow_plain = true
+server_key = "{key}"
+
+[home_broker]
+address = "127.0.0.1:{port}"
+
+[[mqtt_device]]
+name = "balcony inverter"
+family = {{ dtu = {{ base_topic = "solar/114182912345/0", values = {{ power = {{ field = "pv_power", unit = "W" }} }}, limit = {{ topic = "{limit_topic}", format = "watts", rated_w = 800 }} }} }}
+"#,
+        d = dir.display(),
+        port = broker.port,
+        key = server.public(),
+    );
+    let cfg_path = dir.join("agent.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let cfg = gridmesh_agent::config::AgentConfig::load(&cfg_path).unwrap();
+    let key = gridmesh_agent::key::load_or_create(&cfg.key_file).unwrap();
+    // The DTU: what arrives on its limit topic.
+    let limits = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let limits = Arc::clone(&limits);
+        let mut opts = MqttOptions::new(format!("opendtu-{}", uuid_like()), "127.0.0.1", broker.port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (dtu, mut events) = AsyncClient::new(opts, 10);
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        dtu.subscribe(limit_topic, QoS::AtLeastOnce).await.unwrap();
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        limits.lock().unwrap().push(String::from_utf8_lossy(&p.payload).into_owned());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(gridmesh_agent::run::run(cfg, key, stop_rx));
+    let (client, answers) = commander(broker.port, site);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let now = chrono::Utc::now();
+    let setpoint = |pv: Option<i64>, battery: Option<i64>| Setpoint {
+        command: CommandId::new_random(),
+        site,
+        issued_at: now,
+        valid_from: now - chrono::Duration::seconds(1),
+        valid_until: now + chrono::Duration::seconds(60),
+        revert_after_secs: 2,
+        battery_power: battery.map(Watts),
+        pv_limit: pv.map(Watts),
+        import_limit: None,
+        export_limit: None,
+    };
+    let send = |sp: Setpoint| {
+        let bytes = gridmesh_wire::encode(&Message::Setpoint(sp), &server).unwrap();
+        let client = client.clone();
+        async move {
+            client
+                .publish(topics::topic(site, Channel::Setpoints), QoS::AtLeastOnce, false, bytes)
+                .await
+                .unwrap()
+        }
+    };
+    let answer_for = |command: CommandId| {
+        let answers = Arc::clone(&answers);
+        async move {
+            wait_until(Duration::from_secs(10), || {
+                answers.lock().unwrap().iter().any(|a| a.command == command)
+            })
+            .await;
+            answers.lock().unwrap().iter().find(|a| a.command == command).unwrap().clone()
+        }
+    };
+
+    // 300 W: sent to the DTU as it takes it, then handed back (full power) after 2 s.
+    let limit = setpoint(Some(300), None);
+    send(limit).await;
+    let a = answer_for(limit.command).await;
+    assert_eq!((a.outcome, a.pv_limit), (SetpointOutcome::Applied, Some(Watts(300))), "{a:?}");
+    wait_until(Duration::from_secs(5), || limits.lock().unwrap().first().map(String::as_str) == Some("300"))
+        .await;
+    wait_until(Duration::from_secs(6), || limits.lock().unwrap().get(1).map(String::as_str) == Some("800"))
+        .await;
+
+    // Beyond the inverter's rating: clamped.
+    let big = setpoint(Some(5_000), None);
+    send(big).await;
+    let a = answer_for(big.command).await;
+    assert_eq!((a.outcome, a.pv_limit), (SetpointOutcome::Clamped, Some(Watts(800))), "{a:?}");
+
+    // A microinverter has no battery control.
+    let battery = setpoint(None, Some(1_000));
+    send(battery).await;
+    let a = answer_for(battery.command).await;
+    assert_eq!(a.outcome, SetpointOutcome::Refused);
+    assert!(a.reason.contains("model 124"), "{}", a.reason);
+
+    // A limit still in force when the agent stops is handed back first.
+    let held = setpoint(Some(100), None);
+    send(held).await;
+    answer_for(held.command).await;
+    wait_until(Duration::from_secs(5), || limits.lock().unwrap().iter().any(|p| p == "100")).await;
+    let _ = stop.send(true);
+    run.await.unwrap().unwrap();
+    wait_until(Duration::from_secs(5), || limits.lock().unwrap().last().map(String::as_str) == Some("800"))
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -178,3 +178,39 @@ fn the_example_configuration_is_valid_and_bad_ones_name_the_field() {
     assert!(bad("192.168.1.20:502", "not an address").contains("invalid socket address"));
     assert!(bad("energy = \"grid\"", "energy = \"moon\"").contains("unknown variant"));
 }
+
+#[test]
+fn a_week_of_one_second_readings_fits_the_default_buffer() {
+    use gridmesh_core::{AgentId, Reading, SiteId, StateOfCharge, WattHours, Watts};
+    use gridmesh_wire::{KeyPair, Message, TelemetryBatch};
+    let cfg = gridmesh_agent::config::BufferConfig::default();
+    let at = chrono::Utc::now();
+    // Every field present, large values: the biggest a reading gets.
+    let reading = Reading {
+        at,
+        grid_power: Some(Watts(-17_345)),
+        pv_power: Some(Watts(9_876)),
+        battery_power: Some(Watts(-4_321)),
+        battery_soc: StateOfCharge::from_basis_points(9_999),
+        grid_import: Some(WattHours(123_456_789_012)),
+        grid_export: Some(WattHours(98_765_432_109)),
+        pv_energy: Some(WattHours(87_654_321_098)),
+        battery_charged: Some(WattHours(7_654_321_098)),
+        battery_discharged: Some(WattHours(6_543_210_987)),
+    };
+    let batch = TelemetryBatch {
+        agent: AgentId::new_random(),
+        site: SiteId::new_random(),
+        first_seq: 1 << 40,
+        readings: vec![reading; 10],
+    };
+    let bytes = gridmesh_wire::encode(&Message::Telemetry(batch), &KeyPair::from_seed([1; 32])).unwrap();
+    let week = 7 * 24 * 3_600_u64;
+    let per_week = |readings_per_second: u64| {
+        week * readings_per_second / 10 * gridmesh_agent::buffer::record_bytes(bytes.len())
+    };
+    let limit = cfg.max_mib * 1024 * 1024;
+    // One merged reading a second (what the agent does), and five a second as an upper bound.
+    assert!(per_week(1) * 9 < limit, "{} bytes a week", per_week(1));
+    assert!(per_week(5) < limit, "{} bytes a week at five readings a second", per_week(5));
+}

@@ -84,6 +84,63 @@ pub struct DtuConfig {
     pub base_topic: String,
     /// Topic suffix after the prefix (e.g. `0/power`, `0/yieldtotal`) to field and unit.
     pub values: BTreeMap<String, Mapping>,
+    /// The inverter's power limit command, for PV-limit setpoints.
+    #[serde(default)]
+    pub limit: Option<DtuLimit>,
+}
+
+/// How a DTU takes a non-persistent power limit for its inverter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DtuLimit {
+    /// The command topic: OpenDTU `<prefix>/<serial>/cmd/limit_nonpersistent_absolute` (watts)
+    /// or `.../limit_nonpersistent_relative` (percent); AhoyDTU `<prefix>/ctrl/limit/<id>`
+    /// (percent, or watts with a `W` suffix).
+    pub topic: String,
+    /// What the payload is.
+    pub format: LimitFormat,
+    /// The inverter's rated AC power, W: the ceiling for clamping, and the value that hands the
+    /// inverter back its full power when a limit ends.
+    pub rated_w: i64,
+}
+
+/// The payload of a DTU limit command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitFormat {
+    /// Watts as a plain number (`"350"`): OpenDTU's `limit_nonpersistent_absolute`.
+    Watts,
+    /// Watts with a `W` suffix (`"350W"`): AhoyDTU's absolute limit.
+    WattsSuffix,
+    /// Percent of the rated power (`"44"`): OpenDTU's `limit_nonpersistent_relative`, AhoyDTU's
+    /// `ctrl/limit/<id>`.
+    Percent,
+}
+
+impl DtuLimit {
+    /// The command payload that limits the inverter to `watts` (clamped to 0..=`rated_w`).
+    #[must_use]
+    pub fn payload(&self, watts: i64) -> String {
+        let w = watts.clamp(0, self.rated_w.max(0));
+        match self.format {
+            LimitFormat::Watts => w.to_string(),
+            LimitFormat::WattsSuffix => format!("{w}W"),
+            LimitFormat::Percent => {
+                let rated = self.rated_w.max(1);
+                // Whole percent, rounded down so the limit never exceeds what was asked.
+                ((w * 100) / rated).to_string()
+            }
+        }
+    }
+
+    /// The payload that hands the inverter back its full power.
+    #[must_use]
+    pub fn release_payload(&self) -> String {
+        match self.format {
+            LimitFormat::Percent => "100".to_owned(),
+            _ => self.payload(self.rated_w),
+        }
+    }
 }
 
 /// Sensors announced over Home Assistant MQTT discovery.
@@ -152,6 +209,12 @@ impl DeviceConfig {
                 }
                 for suffix in c.values.keys() {
                     check_topic(suffix).map_err(|p| fail(&format!("family.dtu.values.{suffix:?}"), p))?;
+                }
+                if let Some(l) = &c.limit {
+                    check_topic(&l.topic).map_err(|p| fail("family.dtu.limit.topic", p))?;
+                    if l.rated_w <= 0 {
+                        return Err(fail("family.dtu.limit.rated_w", "must be positive"));
+                    }
                 }
             }
             Family::HomeAssistant(c) => {

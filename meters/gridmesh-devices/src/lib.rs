@@ -34,7 +34,7 @@ mod shelly;
 pub mod state;
 mod tasmota;
 
-pub use config::{DeviceConfig, Family};
+pub use config::{DeviceConfig, DtuLimit, Family, LimitFormat};
 pub use device::{Applied, Device};
 pub use error::{ConfigError, ParseError, Problem};
 pub use ha::{SensorDefinition, ValueTemplate};

@@ -115,3 +115,48 @@ fn subscriptions_per_family() {
     } } }));
     assert_eq!(ha.subscriptions(), ["homeassistant/sensor/#"]);
 }
+
+#[test]
+fn dtu_limit_commands_in_each_format() {
+    let dtu = |format: &str| {
+        let c = parse(json!({ "name": "hm", "family": { "dtu": {
+            "base_topic": "solar/1141", "values": { "0/power": { "field": "pv_power", "unit": "W" } },
+            "limit": { "topic": "solar/1141/cmd/limit_nonpersistent_absolute", "format": format, "rated_w": 800 }
+        } } }))
+        .unwrap();
+        Device::new(c.clone()).unwrap();
+        match c.family {
+            Family::Dtu(d) => d.limit.unwrap(),
+            _ => unreachable!("a dtu"),
+        }
+    };
+    let watts = dtu("watts");
+    assert_eq!(
+        (watts.payload(350), watts.payload(-5), watts.payload(2_000)),
+        ("350".into(), "0".into(), "800".into())
+    );
+    assert_eq!(watts.release_payload(), "800");
+    let ahoy = dtu("watts_suffix");
+    assert_eq!((ahoy.payload(350), ahoy.release_payload()), ("350W".into(), "800W".into()));
+    let pct = dtu("percent");
+    // Rounded down: never more than asked.
+    assert_eq!(
+        (pct.payload(350), pct.payload(799), pct.release_payload()),
+        ("43".into(), "99".into(), "100".into())
+    );
+    assert!(
+        parse(json!({ "name": "hm", "family": { "dtu": {
+        "base_topic": "solar/1141", "values": { "0/power": { "field": "pv_power", "unit": "W" } },
+        "limit": { "topic": "t", "format": "kilowatts", "rated_w": 800 } } } }))
+        .unwrap_err()
+        .contains("unknown variant `kilowatts`")
+    );
+    for (limit, field) in [
+        (json!({ "topic": "a/#", "format": "watts", "rated_w": 800 }), "family.dtu.limit.topic"),
+        (json!({ "topic": "a/b", "format": "watts", "rated_w": 0 }), "family.dtu.limit.rated_w"),
+    ] {
+        let err = config_error(json!({ "name": "hm", "family": { "dtu": {
+            "base_topic": "solar/1141", "values": { "0/power": { "field": "pv_power", "unit": "W" } }, "limit": limit } } }));
+        assert_eq!(err.field, field);
+    }
+}

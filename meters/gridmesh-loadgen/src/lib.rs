@@ -1,9 +1,10 @@
 //! Simulated homes publishing signed telemetry, for the demo, the ingest benchmark and the
-//! end-to-end tests. It speaks the real protocol (`gridmesh-wire`) over the real broker; until
-//! the edge agent lands, it stands in for the agents of a neighbourhood.
+//! end-to-end tests. It speaks the real protocol (`gridmesh-wire`) over the real broker. With
+//! `agents` it provisions homes for `gridmesh-sim` devices read by real `gridmesh-agent`s instead.
 
 /// The home physics, shared with the SunSpec device simulator.
 pub use gridmesh_sim::home;
+pub mod edge;
 pub mod neighbourhood;
 pub mod publisher;
 

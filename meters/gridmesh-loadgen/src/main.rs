@@ -58,6 +58,29 @@ enum Mode {
         #[arg(long)]
         reward_address: Option<String>,
     },
+    /// Provision homes for the edge demo and exit: each gets a simulated SunSpec device (an entry
+    /// of DIR/homes.json for `gridmesh-sim --homes-file`) and an enrolled `gridmesh-agent`
+    /// configuration (DIR/home-NNN/agent.toml) that reads it.
+    Agents {
+        /// Number of homes.
+        #[arg(long, default_value_t = 20)]
+        homes: usize,
+        /// Where the files go.
+        #[arg(long, default_value = ".gridmesh/homes")]
+        dir: std::path::PathBuf,
+        /// The first home's Modbus TCP port; home k listens on this + k.
+        #[arg(long, default_value_t = 15020)]
+        first_port: u16,
+        /// Readings per batch (one a second).
+        #[arg(long, default_value_t = 5)]
+        batch: usize,
+        /// Do not give the homes standing market strategies.
+        #[arg(long)]
+        no_trading: bool,
+        /// EVM address the residents' token rewards go to.
+        #[arg(long)]
+        reward_address: Option<String>,
+    },
     /// Publish back-to-back batches for a while and report the committed rate.
     Flood {
         /// Number of homes.
@@ -135,6 +158,29 @@ async fn main() -> anyhow::Result<()> {
                     last_report = Instant::now();
                 }
             }
+        }
+        Mode::Agents { homes, dir, first_port, batch, no_trading, reward_address } => {
+            let homes = gridmesh_loadgen::neighbourhood::provision_for(
+                &pool,
+                &cli.name,
+                homes,
+                centre,
+                gridmesh_loadgen::neighbourhood::Speaker::EdgeAgent,
+            )
+            .await?;
+            if let Some(address) = reward_address {
+                gridmesh_loadgen::neighbourhood::set_reward_address(&pool, &cli.name, &address).await?;
+            }
+            if !no_trading {
+                gridmesh_loadgen::neighbourhood::enable_trading(&pool, &cli.name, &homes).await?;
+            }
+            let central = gridmesh_loadgen::edge::Central {
+                host: cli.mqtt_host.clone(),
+                port: cli.mqtt_port,
+                server_key: key,
+            };
+            let configs = gridmesh_loadgen::edge::write(&dir, &homes, first_port, &central, batch)?;
+            tracing::info!(homes = configs.len(), dir = %dir.display(), "edge agents provisioned");
         }
         Mode::Flood { homes, batch, seconds } => {
             let mut homes = provision(&pool, &cli.name, homes, centre).await?;

@@ -102,6 +102,26 @@ pub async fn set_reward_address(pool: &Pool, name: &str, address: &str) -> anyho
     Ok(())
 }
 
+/// Who speaks for the simulated homes: the load generator itself, or one edge agent per home
+/// (`gridmesh-agent` reading a `gridmesh-sim` device). Each has its own agent ids and keys, so
+/// their sequence numbers never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    /// `gridmesh-loadgen` publishes for every home.
+    Loadgen,
+    /// A `gridmesh-agent` per home.
+    EdgeAgent,
+}
+
+impl Speaker {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Loadgen => "",
+            Self::EdgeAgent => "edge-",
+        }
+    }
+}
+
 /// Creates (or finds) `homes` homes of the neighbourhood `name` around `centre`.
 ///
 /// # Errors
@@ -111,6 +131,20 @@ pub async fn provision(
     name: &str,
     homes: usize,
     centre: GeoPoint,
+) -> anyhow::Result<Vec<SimHome>> {
+    provision_for(pool, name, homes, centre, Speaker::Loadgen).await
+}
+
+/// As [`provision`], with the agents enrolled for `speaker`.
+///
+/// # Errors
+/// Database errors.
+pub async fn provision_for(
+    pool: &Pool,
+    name: &str,
+    homes: usize,
+    centre: GeoPoint,
+    speaker: Speaker,
 ) -> anyhow::Result<Vec<SimHome>> {
     let owner = UserId::from_bytes(id16(name, "owner", 0));
     gridmesh_db::ensure_user(pool, owner, &format!("{name} residents"), Role::Prosumer).await?;
@@ -169,13 +203,14 @@ pub async fn provision(
             grid: GridConnection { import_limit: Watts(17_000), export_limit: Watts(rated_pv.get()) },
         };
         gridmesh_db::ensure_site(pool, &site).await?;
-        let key = KeyPair::from_seed(derive(name, "key", n));
-        let agent = AgentId::from_bytes(id16(name, "agent", n));
+        let who = speaker.prefix();
+        let key = KeyPair::from_seed(derive(name, &format!("{who}key"), n));
+        let agent = AgentId::from_bytes(id16(name, &format!("{who}agent"), n));
         let next_seq = gridmesh_db::ensure_agent(
             pool,
             agent,
             site.id,
-            &format!("sim agent {}", i + 1),
+            &format!("sim {who}agent {}", i + 1),
             *key.public().as_bytes(),
         )
         .await?;

@@ -13,6 +13,10 @@ pub struct Quirks {
     /// The battery model reports charging as positive power (SunSpec 802 counts discharge as
     /// positive; some devices do the opposite).
     pub battery_charge_positive: bool,
+    /// The device accepts one Modbus client at a time: every unit id of the device (inverter,
+    /// meter, storage) goes over one shared connection with requests serialised. Read by the
+    /// agent, not by decoding.
+    pub single_client: bool,
 }
 
 /// What a device's models say about the site. Absent where no model says it.

@@ -8,6 +8,7 @@
 //! The schema lives in `migrations/` at the repository root and is embedded in [`MIGRATOR`].
 
 mod agents;
+mod dispatch;
 mod error;
 mod grid;
 mod ingest;
@@ -20,6 +21,12 @@ mod telemetry;
 mod users;
 
 pub use agents::{AgentKey, create_agent, enroll_key, find_active_key, revoke_key};
+pub use dispatch::{
+    DispatchSetpoint, NewPlan, NewUtilityRequest, PlanRecord, RequestKind, SetpointAnswer, SetpointRecord,
+    UtilityRequest, cancel_utility_request, create_utility_request, plan_body, recent_plans,
+    record_setpoint_answer, record_setpoints, setpoint_records, store_plan, utility_requests_between,
+    utility_requests_changed_at,
+};
 pub use error::DbError;
 pub use grid::{get_site, insert_grid_node, insert_site, load_topology};
 pub use ingest::{CommitReport, IngestRow, commit_ingest};
