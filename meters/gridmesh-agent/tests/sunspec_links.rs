@@ -82,7 +82,7 @@ async fn a_device_on_a_serial_line_is_discovered_read_and_controlled_over_rtu() 
     // Inverter on unit 1 and meter on unit 200 over the one line, requests serialised.
     let mut inverter = Device::discover_on(Arc::clone(&link), 1).await.unwrap();
     let mut meter = Device::discover_on(Arc::clone(&link), 200).await.unwrap();
-    assert_eq!(inverter.models().iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 103, 160, 123, 124]);
+    assert_eq!(inverter.models().iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 103, 160, 123, 124, 802]);
     assert_eq!(meter.models().iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 203]);
     let (mut a, mut b) = (inverter.read_models().await.unwrap(), meter.read_models().await.unwrap());
     a.append(&mut b);

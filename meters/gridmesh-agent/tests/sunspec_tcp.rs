@@ -33,7 +33,7 @@ fn ids(d: &Device) -> Vec<u16> {
 async fn the_integer_profile_is_discovered_and_read() {
     let s = sim(Profile::IntScale, 1).await;
     let mut d = Device::discover(s.addr, 1, T).await.unwrap();
-    assert_eq!(ids(&d), vec![1, 103, 160, 123, 124, 203]);
+    assert_eq!(ids(&d), vec![1, 103, 160, 123, 124, 802, 203]);
     assert_eq!(d.models()[0].address, 40_002);
     let blocks = d.read_models().await.unwrap();
     let r = readout(&blocks, Quirks::default());

@@ -125,7 +125,10 @@ impl SimDevice {
                 main.push(image(160, 2)?);
                 main.push(image(123, 0)?);
                 if home.battery.is_some() {
+                    // Controls (124) and the battery's own model (802: power and state of
+                    // charge), as hybrid inverters show them.
                     main.push(image(124, 0)?);
+                    main.push(image(802, 0)?);
                 }
             }
             Profile::Float => {
@@ -224,6 +227,11 @@ impl SimDevice {
                     u.int(103, "WH", pv_wh);
                     u.int(103, "WH_SF", 0);
                     u.int(124, "ChaState", soc_tenths.unwrap_or(0));
+                    if let Some(b) = battery {
+                        // SunSpec 802 counts discharging as positive.
+                        u.int(802, "W", -b);
+                        u.int(802, "SoC", soc_tenths.unwrap_or(0));
+                    }
                 }
                 Profile::Float => {
                     u.float(113, "W", pv as f64);

@@ -13,7 +13,7 @@ use gridmesh_sim::server::{self, TcpOptions};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ProfileArg {
-    /// Integer values with scale factors (models 103, 160, 123, 124, 203).
+    /// Integer values with scale factors (models 103, 160, 123, 124, 802, 203).
     Int,
     /// Floats and DER models (113, 701, 704, 802, 213).
     Float,
