@@ -6,13 +6,21 @@
 //!   the rated PV power) scaled by how the site produced against that shape over its last
 //!   [`PV_LOOKBACK`] daylight periods (cloud cover persists). Without a location, the last
 //!   period's production.
-//! * Load: the average load of the same quarter-hour of the day over the history (a daily
-//!   profile), or the average of the last four periods when the history has no such period.
+//! * Load: the average load of the same quarter-hour on the same weekday (UTC) when the history
+//!   holds at least [`SAME_WEEKDAY_MIN`] such periods (a weekly profile: weekends differ);
+//!   otherwise the same quarter-hour of any day (a daily profile); otherwise the average of the
+//!   last four periods.
 
 use crate::{Period, Site, WattHours, solar};
 
 /// Daylight periods used to scale the clear-sky shape.
 pub const PV_LOOKBACK: usize = 8;
+
+/// Same-weekday periods needed before the weekly profile is used.
+pub const SAME_WEEKDAY_MIN: usize = 2;
+
+/// Periods in a week.
+const PERIODS_PER_WEEK: i64 = crate::period::PERIODS_PER_UTC_DAY * 7;
 
 /// One past period of a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,13 +85,22 @@ impl Forecaster for Baseline {
             let (sum, n) = it.fold((0_i64, 0_i64), |(s, n), v| (s + v, n + 1));
             (n > 0).then(|| sum / n)
         };
+        let week_slot = period.index().rem_euclid(PERIODS_PER_WEEK);
+        let same_weekday: Vec<i64> = history
+            .iter()
+            .filter(|h| h.period.index().rem_euclid(PERIODS_PER_WEEK) == week_slot)
+            .filter_map(|h| h.load.map(WattHours::get))
+            .collect();
+        let weekly =
+            (same_weekday.len() >= SAME_WEEKDAY_MIN).then(|| mean(&mut same_weekday.into_iter())).flatten();
         let same_slot = mean(
             &mut history
                 .iter()
                 .filter(|h| h.period.index().rem_euclid(crate::period::PERIODS_PER_UTC_DAY) == slot)
                 .filter_map(|h| h.load.map(WattHours::get)),
         );
-        let load = same_slot
+        let load = weekly
+            .or(same_slot)
             .or_else(|| mean(&mut history.iter().rev().filter_map(|h| h.load.map(WattHours::get)).take(4)))
             .unwrap_or(0)
             .max(0);
@@ -151,5 +168,23 @@ mod tests {
         assert_eq!(f.pv, WattHours(40), "without a location, the last production");
         let f = Baseline.forecast(&s, &history[2..], target);
         assert_eq!(f.load, WattHours(9_000), "no same-slot history: recent average");
+    }
+
+    #[test]
+    fn with_two_weeks_of_history_the_same_weekday_counts() {
+        let s = site(None);
+        // A Sunday evening: Sundays were busier than the weekdays in between.
+        let target = period("2026-06-21T18:00:00Z");
+        let mut history: Vec<PastPeriod> = (1..=14)
+            .map(|d| PastPeriod { period: target.offset(-96 * d), pv: None, load: Some(WattHours(200)) })
+            .collect();
+        history[6].load = Some(WattHours(800)); // a week ago
+        history[13].load = Some(WattHours(1_000)); // a week before that
+        history.sort_by_key(|h| h.period);
+        assert_eq!(Baseline.forecast(&s, &history, target).load, WattHours(900));
+        // With one week only, one Sunday is not enough: the daily profile.
+        let one_week: Vec<PastPeriod> =
+            history.iter().copied().filter(|h| h.period >= target.offset(-96 * 7)).collect();
+        assert_eq!(Baseline.forecast(&s, &one_week, target).load, WattHours((800 + 200 * 6) / 7));
     }
 }
