@@ -180,6 +180,13 @@ async fn main() -> anyhow::Result<()> {
                 server_key: key,
             };
             let configs = gridmesh_loadgen::edge::write(&dir, &homes, first_port, &central, batch)?;
+            let feeders: Vec<String> =
+                (0..homes.len().div_ceil(gridmesh_loadgen::neighbourhood::HOMES_PER_FEEDER))
+                    .map(|n| gridmesh_loadgen::neighbourhood::feeder_id(&cli.name, n as u64).to_string())
+                    .collect();
+            let list = dir.join("feeders.txt");
+            std::fs::write(&list, feeders.join("\n") + "\n")
+                .with_context(|| format!("writing {}", list.display()))?;
             tracing::info!(homes = configs.len(), dir = %dir.display(), "edge agents provisioned");
         }
         Mode::Flood { homes, batch, seconds } => {

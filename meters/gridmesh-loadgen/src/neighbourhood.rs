@@ -102,6 +102,12 @@ pub async fn set_reward_address(pool: &Pool, name: &str, address: &str) -> anyho
     Ok(())
 }
 
+/// The id of feeder `n` (from 0) of the neighbourhood `name`.
+#[must_use]
+pub fn feeder_id(name: &str, n: u64) -> GridNodeId {
+    GridNodeId::from_bytes(id16(name, "feeder", n))
+}
+
 /// Who speaks for the simulated homes: the load generator itself, or one edge agent per home
 /// (`gridmesh-agent` reading a `gridmesh-sim` device). Each has its own agent ids and keys, so
 /// their sequence numbers never collide.
@@ -165,7 +171,7 @@ pub async fn provision_for(
     for i in 0..homes {
         let n = i as u64;
         let feeder_no = (i / HOMES_PER_FEEDER) as u64;
-        let feeder = GridNodeId::from_bytes(id16(name, "feeder", feeder_no));
+        let feeder = feeder_id(name, feeder_no);
         if i % HOMES_PER_FEEDER == 0 {
             gridmesh_db::ensure_grid_node(
                 pool,

@@ -434,15 +434,22 @@ pub async fn setpoint_records(
     to: Timestamp,
     limit: i64,
 ) -> Result<Vec<SetpointRecord>, DbError> {
+    // A setpoint's measurement runs until the next one for the site took over (windows
+    // overlap by a grace), its own end, or now.
     let rows: Vec<SetpointRow> = sqlx::query_as(
-        "SELECT d.command_id, d.plan_id, d.site_id, d.valid_from, d.valid_until, d.battery_power_w,
+        "WITH d AS (
+             SELECT *, lead(valid_from) OVER (PARTITION BY site_id ORDER BY valid_from) AS next_from
+             FROM dispatch_setpoints
+             WHERE ($1::uuid IS NULL OR site_id = $1) AND valid_from >= $2 AND valid_from < $3 + interval '1 day'
+         )
+         SELECT d.command_id, d.plan_id, d.site_id, d.valid_from, d.valid_until, d.battery_power_w,
                 d.pv_limit_w, d.planned_grid_w, d.outcome, d.applied_battery_power_w,
                 d.applied_pv_limit_w, d.reason,
                 (SELECT avg(t.grid_power_w)::float8 FROM telemetry t
                   WHERE t.site_id = d.site_id AND t.measured_at >= d.valid_from
-                    AND t.measured_at < least(d.valid_until, now()))
-         FROM dispatch_setpoints d
-         WHERE ($1::uuid IS NULL OR d.site_id = $1) AND d.valid_from >= $2 AND d.valid_from < $3
+                    AND t.measured_at < least(d.valid_until, d.next_from, now()))
+         FROM d
+         WHERE d.valid_from < $3
          ORDER BY d.valid_from DESC, d.site_id LIMIT $4",
     )
     .bind(site.map(|s| s.0))

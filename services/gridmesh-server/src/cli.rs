@@ -7,7 +7,10 @@ use chrono::{Duration, Utc};
 use gridmesh_db::{NewUser, UserFilter};
 use tokio::net::TcpListener;
 
-use crate::config::{ChainCommand, Cli, Command, TokenCommand, UserCommand, VerifyArgs};
+use crate::config::{
+    ChainCommand, Cli, Command, OptimizeArgs, RequestCommand, RequestKindArg, SolverArg, TokenCommand,
+    UserCommand, VerifyArgs,
+};
 use crate::serve::{self, connect_db};
 
 /// Runs the subcommand chosen on the command line.
@@ -82,12 +85,116 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", chain.chain_deployment.display()))?;
             out(format_args!("{text}\n"))
         }
+        Command::Optimize(args) => optimize(&args),
+        Command::Request(command) => request(command).await,
         Command::Token(TokenCommand::Revoke { db, id }) => {
             let pool = connect_db(&db).await?;
             if gridmesh_db::revoke_token(&pool, id).await.context("revoking the token")? {
                 out(format_args!("revoked {id}\n"))
             } else {
                 anyhow::bail!("no live token with id {id}")
+            }
+        }
+    }
+}
+
+/// `gridmesh optimize`: solves an instance file, prints the summary, writes the plan.
+fn optimize(args: &OptimizeArgs) -> anyhow::Result<()> {
+    let path = &args.input;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let instance: gridmesh_optimizer::Instance = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an optimizer instance", path.display()))?;
+    instance.validate().with_context(|| format!("{} was refused", path.display()))?;
+    let plan = match args.solver {
+        SolverArg::Ipm => {
+            gridmesh_optimizer::ipm::solve(&instance, &gridmesh_optimizer::ipm::IpmOptions::default())
+        }
+        SolverArg::Highs => gridmesh_optimizer::reference::solve(&instance),
+    }
+    .context("solving")?;
+    if let Some(output) = &args.output {
+        let json = serde_json::to_string_pretty(&plan).context("encoding the plan")?;
+        std::fs::write(output, format!("{json}\n"))
+            .with_context(|| format!("writing {}", output.display()))?;
+    }
+    out(format_args!("{}", plan.summary(&instance)))?;
+    if let Some(output) = &args.output {
+        out(format_args!("plan written to {}\n", output.display()))?;
+    }
+    Ok(())
+}
+
+/// `gridmesh request add | list | cancel`.
+async fn request(command: RequestCommand) -> anyhow::Result<()> {
+    match command {
+        RequestCommand::Add { db, node, kind, kw, from, to, minutes, price } => {
+            if !kw.is_finite() || kw.abs() > 1e9 {
+                anyhow::bail!("--kw must be a finite number of kW, got {kw}");
+            }
+            let from = from.unwrap_or_else(Utc::now);
+            let to = match (to, minutes) {
+                (Some(t), _) => t,
+                (None, Some(m)) => from + Duration::minutes(i64::from(m)),
+                (None, None) => anyhow::bail!("give the window's end: --to or --minutes"),
+            };
+            if to <= from {
+                anyhow::bail!("the window must end after it starts ({from} to {to})");
+            }
+            if price < 0 {
+                anyhow::bail!("--price must not be negative");
+            }
+            let pool = connect_db(&db).await?;
+            let new = gridmesh_db::NewUtilityRequest {
+                node: node.map(gridmesh_core::GridNodeId),
+                kind: match kind {
+                    RequestKindArg::Target => gridmesh_db::RequestKind::Target,
+                    RequestKindArg::Cap => gridmesh_db::RequestKind::Cap,
+                    RequestKindArg::Floor => gridmesh_db::RequestKind::Floor,
+                },
+                power_w: (kw * 1_000.0).round() as i64,
+                starts_at: from,
+                ends_at: to,
+                price_minor_per_kwh: price,
+            };
+            let r = gridmesh_db::create_utility_request(&pool, &new, None).await.map_err(|e| {
+                match e.constraint() {
+                    Some("utility_requests_node_id_fkey") => {
+                        anyhow::anyhow!(
+                            "no grid node with id {}",
+                            node.map(|n| n.to_string()).unwrap_or_default()
+                        )
+                    }
+                    _ => anyhow::Error::new(e),
+                }
+            })?;
+            out(format_args!("{}\n", r.id))
+        }
+        RequestCommand::List { db } => {
+            let pool = connect_db(&db).await?;
+            let now = Utc::now();
+            let list = gridmesh_db::utility_requests_between(&pool, now, now + Duration::days(3650)).await?;
+            let mut text = String::new();
+            for r in list {
+                let q = &r.request;
+                text.push_str(&format!(
+                    "{}\t{}\t{}\t{} kW\t{} .. {}\t{} per kWh\n",
+                    r.id,
+                    q.node.map_or_else(|| "area".to_owned(), |n| n.to_string()),
+                    q.kind.as_str(),
+                    q.power_w as f64 / 1_000.0,
+                    q.starts_at,
+                    q.ends_at,
+                    q.price_minor_per_kwh
+                ));
+            }
+            out(format_args!("{text}"))
+        }
+        RequestCommand::Cancel { db, id } => {
+            let pool = connect_db(&db).await?;
+            if gridmesh_db::cancel_utility_request(&pool, id).await? {
+                out(format_args!("withdrawn {id}\n"))
+            } else {
+                anyhow::bail!("no request in force with id {id}")
             }
         }
     }

@@ -65,6 +65,90 @@ pub enum Command {
     /// Chain tools: deploy the contracts.
     #[command(subcommand)]
     Chain(ChainCommand),
+    /// Solve a balancing instance file and print a summary (cost, binding constraints, node
+    /// peaks before and after); the instance format is in docs/optimizer.md.
+    Optimize(OptimizeArgs),
+    /// Utility requests on a node's (or the whole area's) net power, which the dispatch loop
+    /// plans around.
+    #[command(subcommand)]
+    Request(RequestCommand),
+}
+
+/// `gridmesh optimize`.
+#[derive(Debug, Clone, Args)]
+pub struct OptimizeArgs {
+    /// The instance, JSON (docs/optimizer.md).
+    #[arg(long)]
+    pub input: std::path::PathBuf,
+    /// Where to write the whole plan, JSON.
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
+    /// Which solver: the structured interior-point method, or HiGHS on the monolithic LP.
+    #[arg(long, value_enum, default_value_t = SolverArg::Ipm)]
+    pub solver: SolverArg,
+}
+
+/// `--solver` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SolverArg {
+    /// gridmesh's structured interior-point solver.
+    Ipm,
+    /// HiGHS (interior point) on the monolithic formulation: the reference.
+    Highs,
+}
+
+/// `gridmesh request ...`.
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Add a request and print its id.
+    Add {
+        #[command(flatten)]
+        db: DbConfig,
+        /// The grid node (feeder or transformer id); without it, the whole area.
+        #[arg(long)]
+        node: Option<uuid::Uuid>,
+        /// Target, cap or floor on the net power (import positive).
+        #[arg(long, value_enum)]
+        kind: RequestKindArg,
+        /// The power, kW (negative for export), e.g. 40 or -12.5.
+        #[arg(long, allow_negative_numbers = true)]
+        kw: f64,
+        /// Window start, RFC 3339 (default: now).
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Window end, RFC 3339; or give --minutes.
+        #[arg(long, conflicts_with = "minutes")]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Window length from --from, minutes.
+        #[arg(long)]
+        minutes: Option<u32>,
+        /// Price of deviation, minor units per kWh.
+        #[arg(long, default_value_t = 500)]
+        price: i64,
+    },
+    /// List requests in force now or later.
+    List {
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Withdraw a request.
+    Cancel {
+        #[command(flatten)]
+        db: DbConfig,
+        /// The request's id.
+        id: uuid::Uuid,
+    },
+}
+
+/// `--kind` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RequestKindArg {
+    /// Follow the power.
+    Target,
+    /// Stay at or below it.
+    Cap,
+    /// Stay at or above it.
+    Floor,
 }
 
 /// Database settings shared by every subcommand.
@@ -118,6 +202,29 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub chain: ChainArgs,
+
+    #[command(flatten)]
+    pub dispatch: DispatchArgs,
+}
+
+/// Grid balancing: the closed loop that plans the batteries and sends setpoints.
+#[derive(Debug, Clone, Args)]
+pub struct DispatchArgs {
+    /// Run no dispatch loop in this process (no plans, no setpoints).
+    #[arg(long, env = "GRIDMESH_NO_DISPATCH")]
+    pub no_dispatch: bool,
+
+    /// Length of a dispatch step, seconds (a plan is made and setpoints are sent each step).
+    #[arg(long, env = "GRIDMESH_DISPATCH_STEP_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(10..=3_600))]
+    pub dispatch_step_seconds: u32,
+
+    /// Steps in the planning horizon (96 steps of 15 minutes = one day).
+    #[arg(long, env = "GRIDMESH_DISPATCH_STEPS", default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..=1_440))]
+    pub dispatch_steps: u32,
+
+    /// Battery wear the plan counts, minor units per kWh charged or discharged.
+    #[arg(long, env = "GRIDMESH_DISPATCH_DEGRADATION", default_value_t = 2, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    pub dispatch_degradation: i64,
 }
 
 /// Settlement: when a period settles and at which prices.

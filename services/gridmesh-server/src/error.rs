@@ -191,6 +191,7 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         "users_name_check" => ApiError::invalid("name", "must be 1 to 200 characters"),
         "api_tokens_user_id_fkey" => ApiError::NotFound("user".into()),
         "api_tokens_label_check" => ApiError::invalid("label", "must be at most 200 characters"),
+        "utility_requests_node_id_fkey" => ApiError::invalid("node", "no such grid node"),
         "market_strategies_one_kind" => {
             ApiError::Conflict("the site already has an active strategy of this kind; delete it first".into())
         }

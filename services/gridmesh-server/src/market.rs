@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use gridmesh_core::forecast::{Baseline, Forecaster, PastPeriod};
+use gridmesh_core::forecast::{Baseline, Forecaster};
 use gridmesh_core::{Period, WattHours};
 use gridmesh_db::{ClearingSummary, DbError, NewOrder, Pool, StoredStrategy};
 use gridmesh_market::strategy::{BatteryOutlook, Outlook};
@@ -124,9 +124,6 @@ pub async fn clear_due(
     Ok(done)
 }
 
-/// Days of history a strategy's forecast looks at.
-const HISTORY_DAYS: i64 = 7;
-
 /// Places the orders of every strategy that has none yet for the next open period. Returns the
 /// number placed.
 ///
@@ -169,35 +166,7 @@ pub async fn outlook(
     period: Period,
     now: DateTime<Utc>,
 ) -> Result<Outlook, DbError> {
-    let mut history: Vec<PastPeriod> =
-        gridmesh_db::site_energy(pool, site.id, now - chrono::Duration::days(HISTORY_DAYS), now)
-            .await?
-            .into_iter()
-            .map(|e| PastPeriod {
-                period: e.period,
-                pv: e.pv,
-                load: match (e.imported, e.exported) {
-                    (Some(i), Some(x)) => Some(
-                        i - x + e.pv.unwrap_or_default() + e.battery_out.unwrap_or_default()
-                            - e.battery_in.unwrap_or_default(),
-                    ),
-                    _ => None,
-                },
-            })
-            .collect();
-    let latest = gridmesh_db::latest_reading(pool, site.id).await?;
-    // A site too new for a finished period is forecast from its latest powers (persistence).
-    if history.is_empty()
-        && let Some(r) = latest.as_ref().map(|l| &l.reading)
-        && let (Some(grid), Some(pv)) = (r.grid_power, r.pv_power)
-    {
-        let load = grid.get() + pv.get() - r.battery_power.map_or(0, |b| b.get());
-        history.push(PastPeriod {
-            period: Period::containing(r.at),
-            pv: Some(WattHours(pv.get() / 4)),
-            load: Some(WattHours(load.max(0) / 4)),
-        });
-    }
+    let (history, latest) = crate::forecast::site_history(pool, site, now).await?;
     let forecast = Baseline.forecast(site, &history, period);
     let battery = site.battery.map(|b| {
         let soc = latest.as_ref().and_then(|r| r.reading.battery_soc).map_or(0.5, |s| s.percent() / 100.0);

@@ -165,6 +165,17 @@ pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> 
             stop_rx.clone(),
         )));
     }
+    if role == Role::Serve && !config.dispatch.no_dispatch {
+        let settings = crate::dispatch::DispatchSettings::from_args(&config.dispatch, &config.settlement);
+        service.jobs.push(tokio::spawn(crate::dispatch::run(
+            service.state.pool.clone(),
+            settings,
+            config.mqtt_url.clone(),
+            server_key.clone(),
+            format!("{}-dispatch-{}", config.mqtt_client_id, std::process::id()),
+            stop_rx.clone(),
+        )));
+    }
     if role == Role::Ingest || !config.ingest.no_ingest {
         let args = &config.ingest;
         let broker = BrokerAddr {

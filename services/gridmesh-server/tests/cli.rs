@@ -197,3 +197,53 @@ async fn operators_bootstrap_users_and_tokens_from_the_command_line(pool: PgPool
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("no user with id"));
 }
+
+#[test]
+fn optimize_solves_an_instance_file_and_names_what_is_wrong_with_a_bad_one() {
+    let dir = std::env::temp_dir().join(format!("gridmesh-optimize-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("instance.json");
+    let instance = gridmesh_optimizer::generate::neighbourhood(3, 12, 2);
+    std::fs::write(&input, serde_json::to_string(&instance).unwrap()).unwrap();
+    let output = dir.join("plan.json");
+    let out = run(&["optimize", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("plan written to"), "{text}");
+    let plan: gridmesh_optimizer::Plan =
+        serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+    assert_eq!(plan.sites.len(), 12);
+    assert_eq!(plan.input_hash, hex::encode(instance.input_hash()));
+
+    // The same instance through HiGHS gives the same cost.
+    let out = run(&[
+        "optimize",
+        "--input",
+        input.to_str().unwrap(),
+        "--solver",
+        "highs",
+        "--output",
+        dir.join("highs.json").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let highs: gridmesh_optimizer::Plan =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("highs.json")).unwrap()).unwrap();
+    let (a, b) = (plan.objective.total, highs.objective.total);
+    assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "ipm {a} vs highs {b}");
+
+    // A negative battery capacity is refused before solving, naming the site.
+    let mut bad = instance.clone();
+    let site = bad.sites.iter_mut().find(|s| s.battery.is_some()).unwrap();
+    site.battery.as_mut().unwrap().capacity_kwh = -1.0;
+    let name = site.id.clone();
+    std::fs::write(&input, serde_json::to_string(&bad).unwrap()).unwrap();
+    let out = run(&["optimize", "--input", input.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("was refused") && err.contains(&name), "{err}");
+    // Not JSON at all.
+    std::fs::write(&input, "{ not json").unwrap();
+    let out = run(&["optimize", "--input", input.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an optimizer instance"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

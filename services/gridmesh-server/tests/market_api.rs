@@ -6,15 +6,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use chrono::{Duration, Utc};
-use common::{Server, mqtt_url, request};
+use common::{Server, call, mqtt_url, request, user};
 use gridmesh_core::{
     BatterySpec, GridConnection, GridNode, GridNodeId, GridNodeKind, Period, Role, Site, SiteId, UserId,
     WattHours, Watts,
 };
-use gridmesh_db::NewUser;
 use gridmesh_server::market::{MarketSettings, clear_due, run_strategies};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -29,11 +26,6 @@ struct Town {
     carol_site: SiteId,
     operator: String,
     utility: String,
-}
-
-async fn user(pool: &PgPool, name: &str, role: Role) -> (UserId, String) {
-    let u = gridmesh_db::create_user(pool, &NewUser { name: name.into(), email: None, role }).await.unwrap();
-    (u.id, format!("Bearer {}", gridmesh_db::issue_token(pool, u.id, "", None).await.unwrap().1))
 }
 
 async fn site(pool: &PgPool, owner: UserId, feeder: GridNodeId, battery: bool) -> SiteId {
@@ -90,17 +82,6 @@ async fn town(pool: &PgPool) -> Town {
         operator,
         utility,
     }
-}
-
-async fn call(addr: SocketAddr, method: &str, path: &str, auth: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string());
-    let mut headers = vec![("Authorization", auth)];
-    if body.is_some() {
-        headers.push(("Content-Type", "application/json"));
-    }
-    let a = request(addr, method, path, &headers, body.as_deref()).await;
-    let json = if a.body.is_empty() { Value::Null } else { a.json() };
-    (a.status, json)
 }
 
 fn order(site: SiteId, period: Period, side: &str, price: i64, wh: i64) -> Value {

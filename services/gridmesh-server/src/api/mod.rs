@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::AppState;
 
+mod dispatch;
 mod market;
 mod readings;
 mod settlements;
@@ -43,6 +44,11 @@ pub fn router() -> Router<AppState> {
         .route("/settlements/{start}/sites/{site}", get(settlements::line))
         .route("/me/reward-address", put(settlements::set_reward_address))
         .route("/rewards/{start}/claims/{address}", get(settlements::claim))
+        .route("/dispatch/requests", post(dispatch::create_request).get(dispatch::list_requests))
+        .route("/dispatch/requests/{id}", delete(dispatch::cancel_request))
+        .route("/dispatch/plans", get(dispatch::list_plans))
+        .route("/dispatch/plans/{id}", get(dispatch::get_plan))
+        .route("/dispatch/setpoints", get(dispatch::list_setpoints))
 }
 
 /// One page of a keyset-paged list.

@@ -161,3 +161,29 @@ pub fn database_url(pool: &PgPool) -> String {
     url.set_path(pool.connect_options().get_database().expect("a database name"));
     url.to_string()
 }
+
+/// A user of `role` and an `Authorization` header value with a fresh token of theirs.
+pub async fn user(pool: &PgPool, name: &str, role: gridmesh_core::Role) -> (gridmesh_core::UserId, String) {
+    let new = gridmesh_db::NewUser { name: name.into(), email: None, role };
+    let u = gridmesh_db::create_user(pool, &new).await.expect("create a user");
+    let token = gridmesh_db::issue_token(pool, u.id, "", None).await.expect("issue a token").1;
+    (u.id, format!("Bearer {token}"))
+}
+
+/// A JSON call with an `Authorization` header: the status and the JSON answer (null if empty).
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body.map(|b| b.to_string());
+    let mut headers = vec![("Authorization", auth)];
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let a = request(addr, method, path, &headers, body.as_deref()).await;
+    let json = if a.body.is_empty() { serde_json::Value::Null } else { a.json() };
+    (a.status, json)
+}
