@@ -182,6 +182,19 @@ pub async fn utility_requests_changed_at(pool: &Pool) -> Result<Option<Timestamp
     Ok(at)
 }
 
+/// How many grid nodes and sites there are: the dispatch loop plans again when this changes
+/// (homes enrolled after the last plan would otherwise wait for the next step).
+///
+/// # Errors
+/// Database errors.
+pub async fn grid_size(pool: &Pool) -> Result<(i64, i64), DbError> {
+    let size: (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM grid_nodes), (SELECT count(*) FROM sites)")
+            .fetch_one(pool)
+            .await?;
+    Ok(size)
+}
+
 /// A plan to store.
 #[derive(Debug, Clone)]
 pub struct NewPlan {

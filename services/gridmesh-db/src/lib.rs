@@ -23,7 +23,7 @@ mod users;
 pub use agents::{AgentKey, create_agent, enroll_key, find_active_key, revoke_key};
 pub use dispatch::{
     DispatchSetpoint, NewPlan, NewUtilityRequest, PlanRecord, RequestKind, SetpointAnswer, SetpointRecord,
-    UtilityRequest, cancel_utility_request, create_utility_request, plan_body, recent_plans,
+    UtilityRequest, cancel_utility_request, create_utility_request, grid_size, plan_body, recent_plans,
     record_setpoint_answer, record_setpoints, setpoint_records, store_plan, utility_requests_between,
     utility_requests_changed_at,
 };

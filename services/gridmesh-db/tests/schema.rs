@@ -456,3 +456,13 @@ async fn retention_drops_old_days_and_keeps_the_energy(pool: Pool) {
     let energy = gridmesh_db::site_energy(&pool, f.site.id, from, from + Duration::days(2)).await.unwrap();
     assert_eq!(energy.iter().map(|e| e.readings).sum::<i32>(), 3);
 }
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn grid_size_counts_nodes_and_sites_so_new_homes_get_planned(pool: Pool) {
+    assert_eq!(gridmesh_db::grid_size(&pool).await.unwrap(), (0, 0));
+    let f = fixture(&pool).await;
+    assert_eq!(gridmesh_db::grid_size(&pool).await.unwrap(), (2, 1));
+    let neighbour = Site { id: SiteId::new_random(), name: "Maple St 14".into(), ..f.site.clone() };
+    gridmesh_db::insert_site(&pool, &neighbour).await.unwrap();
+    assert_eq!(gridmesh_db::grid_size(&pool).await.unwrap(), (2, 2));
+}

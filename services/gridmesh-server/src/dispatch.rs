@@ -577,6 +577,7 @@ pub async fn run(
     let mut planned_step: Option<Timestamp> = None;
     let mut published_step: Option<Timestamp> = None;
     let mut requests_seen: Option<Timestamp> = None;
+    let mut grid_seen: Option<(i64, i64)> = None;
     let mut every = tokio::time::interval(settings.tick);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -598,8 +599,17 @@ pub async fn run(
                 continue;
             }
         };
+        let grid = match gridmesh_db::grid_size(&pool).await {
+            Ok(size) => Some(size),
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatch cannot read the grid; retrying");
+                continue;
+            }
+        };
         let trigger = if requests_at != requests_seen && planned_step.is_some() {
             Some("request")
+        } else if grid != grid_seen && planned_step.is_some() {
+            Some("grid")
         } else if planned_step != Some(step) {
             Some("schedule")
         } else {
@@ -619,6 +629,7 @@ pub async fn run(
             // Not retried every tick on failure: at the next step or request change.
             planned_step = Some(step);
             requests_seen = requests_at;
+            grid_seen = grid;
         }
         if published_step != Some(step)
             && let Some(made) = &current
