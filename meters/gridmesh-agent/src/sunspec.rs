@@ -226,19 +226,28 @@ impl Link {
         }
     }
 
+    /// The link's connection (made if there is none) addressed to `unit`, held until the guard
+    /// drops: requests on one link never interleave.
+    async fn session(&self, unit: u8) -> Result<tokio::sync::MutexGuard<'_, Option<Context>>, String> {
+        let mut guard = self.ctx.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.connect().await?);
+        }
+        if let Some(ctx) = guard.as_mut() {
+            ctx.set_slave(Slave(unit));
+        }
+        Ok(guard)
+    }
+
     /// Reads `count` holding registers of `unit` from `register`.
     ///
     /// # Errors
     /// No connection, no answer in time, a Modbus exception, or a short answer.
     pub async fn read(&self, unit: u8, register: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
         let device = self.endpoint.clone();
-        let mut guard = self.ctx.lock().await;
         let io = |reason: String| DeviceError::Io { device: device.clone(), unit, reason };
-        if guard.is_none() {
-            *guard = Some(self.connect().await.map_err(io)?);
-        }
+        let mut guard = self.session(unit).await.map_err(io)?;
         let Some(ctx) = guard.as_mut() else { return Err(io("not connected".into())) };
-        ctx.set_slave(Slave(unit));
         let answer =
             match tokio::time::timeout(self.timeout, ctx.read_holding_registers(register, count)).await {
                 Ok(Ok(a)) => a,
@@ -270,13 +279,9 @@ impl Link {
     /// No connection, no answer in time, or a Modbus exception.
     pub async fn write(&self, unit: u8, register: u16, words: &[u16]) -> Result<(), DeviceError> {
         let device = self.endpoint.clone();
-        let mut guard = self.ctx.lock().await;
         let io = |reason: String| DeviceError::Io { device: device.clone(), unit, reason };
-        if guard.is_none() {
-            *guard = Some(self.connect().await.map_err(io)?);
-        }
+        let mut guard = self.session(unit).await.map_err(io)?;
         let Some(ctx) = guard.as_mut() else { return Err(io("not connected".into())) };
-        ctx.set_slave(Slave(unit));
         match tokio::time::timeout(self.timeout, ctx.write_multiple_registers(register, words)).await {
             Ok(Ok(answer)) => answer.map_err(|code| DeviceError::Refused {
                 device: device.clone(),
