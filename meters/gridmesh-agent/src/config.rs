@@ -203,16 +203,8 @@ impl SunSpecDevice {
     }
 }
 
-/// The central broker's address, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    /// Host.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// TLS or not.
-    pub tls: bool,
-}
+/// The central broker's address, parsed (the address type every gridmesh process uses).
+pub use gridmesh_mqtt::BrokerAddr;
 
 impl AgentConfig {
     /// Reads and checks a configuration file.
@@ -313,30 +305,23 @@ impl AgentConfig {
         Ok(cfg)
     }
 
-    /// The central broker's host, port and transport.
+    /// The central broker's address, transport and credentials.
     ///
     /// # Errors
     /// A URL that is not `mqtts://host:port`, or `mqtt://` without `allow_plain`.
-    pub fn broker(&self) -> Result<BrokerUrl, String> {
+    pub fn broker(&self) -> Result<BrokerAddr, String> {
         let url = &self.central.url;
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("mqtt://") {
-            if !self.central.allow_plain {
-                return Err("mqtt:// sends readings unencrypted; use mqtts://, or set allow_plain = true for a broker on this host or LAN".into());
-            }
-            (false, r)
-        } else {
-            return Err(format!("expected mqtts://host:port, got {url:?}"));
-        };
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port in {url:?}"))?),
-            None => (rest, if tls { 8883 } else { 1883 }),
-        };
-        if host.is_empty() {
-            return Err(format!("no host in {url:?}"));
+        if url.starts_with("mqtt://") && !self.central.allow_plain {
+            return Err("mqtt:// sends readings unencrypted; use mqtts://, or set allow_plain = true for a broker on this host or LAN".into());
         }
-        Ok(BrokerUrl { host: host.to_owned(), port, tls })
+        if !url.starts_with("mqtts://") && !url.starts_with("mqtt://") {
+            return Err(format!("expected mqtts://host:port, got {url:?}"));
+        }
+        let addr = BrokerAddr::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+        Ok(match &self.central.username {
+            Some(user) => addr.with_credentials(user.clone(), self.central.password.clone()),
+            None => addr,
+        })
     }
 }
 

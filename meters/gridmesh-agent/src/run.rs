@@ -248,11 +248,6 @@ pub fn uplink_options(cfg: &AgentConfig, agent: gridmesh_core::AgentId) -> anyho
     Ok(UplinkOptions {
         broker,
         client_id: format!("gridmesh-agent-{agent}"),
-        credentials: cfg
-            .central
-            .username
-            .clone()
-            .map(|u| (u, cfg.central.password.clone().unwrap_or_default())),
         tls,
         server_key: cfg.central.server_key.as_deref().map(gridmesh_wire::PublicKey::from_hex).transpose()?,
         window: 200,

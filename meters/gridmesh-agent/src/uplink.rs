@@ -10,30 +10,22 @@ use gridmesh_wire::topics::{self, Channel};
 use gridmesh_wire::{Ack, Message, PublicKey};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event};
 use tokio::sync::watch;
 
 use crate::buffer::Buffer;
-use crate::config::BrokerUrl;
+use crate::config::BrokerAddr;
 
-/// TLS material, PEM: the CA, and the client certificate with its key when the broker wants one.
-#[derive(Debug, Clone, Default)]
-pub struct TlsFiles {
-    /// CA certificate(s).
-    pub ca: Vec<u8>,
-    /// Client certificate and key.
-    pub client: Option<(Vec<u8>, Vec<u8>)>,
-}
+/// TLS material for the uplink (PEM).
+pub use gridmesh_mqtt::TlsFiles;
 
 /// How the uplink behaves.
 #[derive(Debug, Clone)]
 pub struct UplinkOptions {
     /// Broker.
-    pub broker: BrokerUrl,
+    pub broker: BrokerAddr,
     /// MQTT client id.
     pub client_id: String,
-    /// Credentials.
-    pub credentials: Option<(String, String)>,
     /// TLS settings when `broker.tls`: CA and optional client certificate and key (PEM bytes).
     pub tls: Option<TlsFiles>,
     /// Acknowledgements must be signed by this key, when given.
@@ -79,20 +71,16 @@ pub async fn run(
     mut commands: Commands,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut mqtt = MqttOptions::new(&opts.client_id, &opts.broker.host, opts.broker.port);
+    let mut mqtt = gridmesh_mqtt::options(
+        &opts.broker,
+        opts.client_id.clone(),
+        Duration::from_secs(15),
+        opts.tls.as_ref(),
+    )?;
     // The window bounds what is in flight; rumqttc sizes its in-flight table from this limit
     // up front (about 10 MB at its default of 65535), so it is kept to what the window needs.
     let inflight = u16::try_from(opts.window.saturating_mul(2)).unwrap_or(u16::MAX).max(16);
-    mqtt.set_keep_alive(Duration::from_secs(15))
-        .set_clean_start(false)
-        .set_outgoing_inflight_upper_limit(inflight);
-    if let Some((user, pass)) = &opts.credentials {
-        mqtt.set_credentials(user, pass);
-    }
-    if opts.broker.tls {
-        let tls = opts.tls.clone().unwrap_or_default();
-        mqtt.set_transport(rumqttc::Transport::tls(tls.ca, tls.client, None));
-    }
+    mqtt.set_clean_start(false).set_outgoing_inflight_upper_limit(inflight);
     // Presence: the broker announces "offline" for us when the connection dies.
     let status_topic = topics::topic(site, Channel::Status);
     let status = |state: gridmesh_wire::AgentState| -> anyhow::Result<Vec<u8>> {

@@ -1,11 +1,14 @@
 //! Simulated homes publishing signed telemetry, for the demo, the ingest benchmark and the
-//! end-to-end tests. It speaks the real protocol (`gridmesh-wire`) over the real broker. With
-//! `agents` it provisions homes for `gridmesh-sim` devices read by real `gridmesh-agent`s instead.
+//! end-to-end tests. It speaks the real protocol (`gridmesh-wire`) over the real broker, and
+//! creates its homes through the HTTP API like any other client (it is an edge crate: it knows
+//! nothing of the service's database). With `agents` it provisions homes for `gridmesh-sim`
+//! devices read by real `gridmesh-agent`s instead.
 
 /// The home physics, shared with the SunSpec device simulator.
 pub use gridmesh_sim::home;
 pub mod edge;
 pub mod neighbourhood;
+pub mod provision;
 pub mod publisher;
 
 use chrono::Duration;

@@ -1,39 +1,63 @@
 //! `gridmesh-loadgen`: simulated homes publishing signed telemetry.
 //!
-//! `demo` runs a small neighbourhood in real time (the Quickstart's simulated homes); `flood`
-//! publishes as fast as ingest takes it and reports the committed rate.
+//! `demo` runs a small neighbourhood in real time (the Quickstart's simulated homes); `agents`
+//! provisions homes for edge agents and simulated devices; `flood` publishes as fast as ingest
+//! takes it and reports the committed rate. Homes are created through the HTTP API with an
+//! operator's token.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridmesh_core::GeoPoint;
-use gridmesh_loadgen::neighbourhood::provision;
+use gridmesh_loadgen::neighbourhood::{self, SimHome, Speaker};
 use gridmesh_loadgen::next_batch;
+use gridmesh_loadgen::provision::{self, Api};
 use gridmesh_loadgen::publisher::Publisher;
 use gridmesh_wire::{KeyPair, PublicKey};
+
+/// An API token, kept out of `Debug`.
+#[derive(Clone)]
+struct Token(String);
+
+impl std::str::FromStr for Token {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
 
 /// Simulated homes that publish signed telemetry to gridmesh.
 #[derive(Debug, Parser)]
 #[command(name = "gridmesh-loadgen", version)]
 struct Cli {
-    /// PostgreSQL URL, for enrolling the simulated homes.
-    #[arg(
-        long,
-        env = "GRIDMESH_DATABASE_URL",
-        default_value = "postgres://gridmesh:gridmesh@127.0.0.1:5432/gridmesh",
-        hide_env_values = true
-    )]
-    database_url: String,
+    /// The gridmesh API, where the simulated homes are created.
+    #[arg(long, env = "GRIDMESH_API_URL", default_value = "http://127.0.0.1:8080")]
+    api_url: String,
+    /// An operator's API token (`gridmesh token issue`); when absent, read from --token-file.
+    #[arg(long, env = "GRIDMESH_API_TOKEN", hide_env_values = true)]
+    token: Option<Token>,
+    /// File holding an operator's API token (as `scripts/run` writes it), used without --token.
+    #[arg(long, default_value = ".gridmesh/operator.token")]
+    token_file: PathBuf,
     /// MQTT broker host.
     #[arg(long, env = "GRIDMESH_MQTT_HOST", default_value = "127.0.0.1")]
     mqtt_host: String,
     /// MQTT broker port.
     #[arg(long, env = "GRIDMESH_MQTT_PORT", default_value_t = 1883)]
     mqtt_port: u16,
-    /// The server's key file, to verify its acknowledgements (as written by `gridmesh serve`).
+    /// The server's key file, to verify its acknowledgements (as written by `gridmesh serve`);
+    /// when it cannot be read, the key is asked of the API (`GET /v1/server-key`).
     #[arg(long, env = "GRIDMESH_SERVER_KEY_FILE", default_value = ".gridmesh/server.key")]
-    server_key_file: std::path::PathBuf,
+    server_key_file: PathBuf,
     /// Name of the neighbourhood (ids and keys derive from it).
     #[arg(long, default_value = "Sunny Hill")]
     name: String,
@@ -67,7 +91,7 @@ enum Mode {
         homes: usize,
         /// Where the files go.
         #[arg(long, default_value = ".gridmesh/homes")]
-        dir: std::path::PathBuf,
+        dir: PathBuf,
         /// The first home's Modbus TCP port; home k listens on this + k.
         #[arg(long, default_value_t = 15020)]
         first_port: u16,
@@ -95,9 +119,70 @@ enum Mode {
     },
 }
 
-fn server_key(path: &std::path::Path) -> Option<PublicKey> {
-    let text = std::fs::read_to_string(path).ok()?;
-    KeyPair::from_seed_hex(&text).ok().map(|k| k.public())
+/// The server's key from its key file, else from the API; `None` (acknowledgements not
+/// verified) only when neither has it.
+async fn server_key(path: &Path, api: &Api) -> Option<PublicKey> {
+    if let Some(key) = std::fs::read_to_string(path).ok().and_then(|t| KeyPair::from_seed_hex(&t).ok()) {
+        return Some(key.public());
+    }
+    match api.server_key().await {
+        Ok(key) => Some(key),
+        Err(e) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = format!("{e:#}"),
+                "no server key: acknowledgements are not verified"
+            );
+            None
+        }
+    }
+}
+
+/// The operator token: --token (or GRIDMESH_API_TOKEN), else the first line of --token-file.
+fn operator_token(cli: &Cli) -> anyhow::Result<String> {
+    if let Some(Token(token)) = &cli.token {
+        return Ok(token.clone());
+    }
+    let text = std::fs::read_to_string(&cli.token_file).with_context(|| {
+        format!(
+            "reading the operator token from {} (give one with --token or GRIDMESH_API_TOKEN)",
+            cli.token_file.display()
+        )
+    })?;
+    let token = text.lines().next().unwrap_or_default().trim().to_owned();
+    anyhow::ensure!(!token.is_empty(), "{} holds no token", cli.token_file.display());
+    Ok(token)
+}
+
+/// Provisions the homes, and as their owner gives them strategies (unless `no_trading`) and a
+/// reward address.
+async fn homes_with_owner(
+    api: &Api,
+    name: &str,
+    homes: usize,
+    centre: GeoPoint,
+    speaker: Speaker,
+    no_trading: bool,
+    reward_address: Option<&str>,
+) -> anyhow::Result<Vec<SimHome>> {
+    let plan = neighbourhood::plan(name, homes, centre, speaker);
+    let owner = plan.owner;
+    let homes = provision::provision(api, plan).await?;
+    if reward_address.is_none() && no_trading {
+        return Ok(homes);
+    }
+    provision::as_owner(api, owner, async |resident: &Api| {
+        if let Some(address) = reward_address {
+            provision::set_reward_address(resident, address).await.context("--reward-address")?;
+        }
+        if !no_trading {
+            let created = provision::enable_trading(resident, &homes).await?;
+            tracing::info!(created, "simulated homes trade through standing market strategies");
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(homes)
 }
 
 #[tokio::main]
@@ -107,30 +192,22 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let pool = gridmesh_db::connect_with_retry(
-        &cli.database_url,
-        &gridmesh_db::ConnectOptions::default(),
-        Duration::from_secs(30),
-    )
-    .await
-    .context("connecting to the database (GRIDMESH_DATABASE_URL / --database-url)")?;
-    gridmesh_db::migrate(&pool).await.context("applying migrations")?;
-    let key = server_key(&cli.server_key_file);
-    if key.is_none() {
-        tracing::warn!(path = %cli.server_key_file.display(), "no server key: acknowledgements are not verified");
-    }
+    let api = Api::new(&cli.api_url, &operator_token(&cli)?)?;
+    api.wait_until_up(Duration::from_secs(30)).await?;
+    let key = server_key(&cli.server_key_file, &api).await;
     let centre = GeoPoint { lat: 52.52, lon: 13.40 };
     match cli.mode {
         Mode::Demo { homes, batch, no_trading, reward_address } => {
-            let mut homes = provision(&pool, &cli.name, homes, centre).await?;
-            if let Some(address) = reward_address {
-                gridmesh_loadgen::neighbourhood::set_reward_address(&pool, &cli.name, &address).await?;
-            }
-            if !no_trading {
-                let created =
-                    gridmesh_loadgen::neighbourhood::enable_trading(&pool, &cli.name, &homes).await?;
-                tracing::info!(created, "simulated homes trade through standing market strategies");
-            }
+            let mut homes = homes_with_owner(
+                &api,
+                &cli.name,
+                homes,
+                centre,
+                Speaker::Loadgen,
+                no_trading,
+                reward_address.as_deref(),
+            )
+            .await?;
             let publisher = Publisher::connect(
                 &cli.mqtt_host,
                 cli.mqtt_port,
@@ -160,37 +237,33 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Mode::Agents { homes, dir, first_port, batch, no_trading, reward_address } => {
-            let homes = gridmesh_loadgen::neighbourhood::provision_for(
-                &pool,
+            let homes = homes_with_owner(
+                &api,
                 &cli.name,
                 homes,
                 centre,
-                gridmesh_loadgen::neighbourhood::Speaker::EdgeAgent,
+                Speaker::EdgeAgent,
+                no_trading,
+                reward_address.as_deref(),
             )
             .await?;
-            if let Some(address) = reward_address {
-                gridmesh_loadgen::neighbourhood::set_reward_address(&pool, &cli.name, &address).await?;
-            }
-            if !no_trading {
-                gridmesh_loadgen::neighbourhood::enable_trading(&pool, &cli.name, &homes).await?;
-            }
             let central = gridmesh_loadgen::edge::Central {
                 host: cli.mqtt_host.clone(),
                 port: cli.mqtt_port,
                 server_key: key,
             };
             let configs = gridmesh_loadgen::edge::write(&dir, &homes, first_port, &central, batch)?;
-            let feeders: Vec<String> =
-                (0..homes.len().div_ceil(gridmesh_loadgen::neighbourhood::HOMES_PER_FEEDER))
-                    .map(|n| gridmesh_loadgen::neighbourhood::feeder_id(&cli.name, n as u64).to_string())
-                    .collect();
+            let feeders: Vec<String> = (0..homes.len().div_ceil(neighbourhood::HOMES_PER_FEEDER))
+                .map(|n| neighbourhood::feeder_id(&cli.name, n as u64).to_string())
+                .collect();
             let list = dir.join("feeders.txt");
             std::fs::write(&list, feeders.join("\n") + "\n")
                 .with_context(|| format!("writing {}", list.display()))?;
             tracing::info!(homes = configs.len(), dir = %dir.display(), "edge agents provisioned");
         }
         Mode::Flood { homes, batch, seconds } => {
-            let mut homes = provision(&pool, &cli.name, homes, centre).await?;
+            let plan = neighbourhood::plan(&cli.name, homes, centre, Speaker::Loadgen);
+            let mut homes = provision::provision(&api, plan).await?;
             let publisher = Publisher::connect(
                 &cli.mqtt_host,
                 cli.mqtt_port,

@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 use gridmesh_core::{AgentId, SiteId};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{DbError, Pool};
@@ -27,14 +28,27 @@ type KeyRow = (Uuid, Uuid, Uuid, Vec<u8>, DateTime<Utc>);
 /// # Errors
 /// [`DbError::Constraint`] `agents_site_id_fkey` for an unknown site.
 pub async fn create_agent(pool: &Pool, site: SiteId, name: &str) -> Result<AgentId, DbError> {
-    let id = AgentId::new_random();
-    sqlx::query("INSERT INTO agents (id, site_id, name) VALUES ($1, $2, $3)")
-        .bind(id.0)
-        .bind(site.0)
-        .bind(name)
-        .execute(pool)
-        .await?;
-    Ok(id)
+    let mut conn = pool.acquire().await?;
+    insert_agent(&mut conn, site, name).await
+}
+
+/// Registers an agent for a site with its first key, in one transaction: when the key is
+/// refused, no agent is left behind without one.
+///
+/// # Errors
+/// [`DbError::Constraint`] `agent_keys_unique_key` when the key is already enrolled (for any
+/// agent), `agents_site_id_fkey` for an unknown site. Nothing is written then.
+pub async fn enrol_agent(
+    pool: &Pool,
+    site: SiteId,
+    name: &str,
+    public_key: [u8; 32],
+) -> Result<AgentId, DbError> {
+    let mut tx = pool.begin().await?;
+    let agent = insert_agent(&mut tx, site, name).await?;
+    insert_key(&mut tx, agent, public_key).await?;
+    tx.commit().await?;
+    Ok(agent)
 }
 
 /// Enrolls `public_key` as the agent's active key, revoking any key it had (rotation), in one
@@ -52,14 +66,30 @@ pub async fn enroll_key(pool: &Pool, agent: AgentId, public_key: [u8; 32]) -> Re
     .bind(agent.0)
     .execute(&mut *tx)
     .await?;
+    let id = insert_key(&mut tx, agent, public_key).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+async fn insert_agent(conn: &mut PgConnection, site: SiteId, name: &str) -> Result<AgentId, DbError> {
+    let id = AgentId::new_random();
+    sqlx::query("INSERT INTO agents (id, site_id, name) VALUES ($1, $2, $3)")
+        .bind(id.0)
+        .bind(site.0)
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+async fn insert_key(conn: &mut PgConnection, agent: AgentId, public_key: [u8; 32]) -> Result<Uuid, DbError> {
     let id = Uuid::new_v4();
     sqlx::query("INSERT INTO agent_keys (id, agent_id, public_key) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(agent.0)
         .bind(public_key.as_slice())
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
-    tx.commit().await?;
     Ok(id)
 }
 

@@ -3,14 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use gridmesh_core::{CommandId, GridNodeId, SiteId, Timestamp, UserId};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{DbError, Pool};
 
 /// What a utility asks of a node's net power (import positive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
     /// Follow this power.
     Target,
@@ -42,7 +40,7 @@ impl RequestKind {
 }
 
 /// A new utility request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUtilityRequest {
     /// The node, or the whole area when `None`.
     pub node: Option<GridNodeId>,
@@ -59,12 +57,11 @@ pub struct NewUtilityRequest {
 }
 
 /// A stored utility request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UtilityRequest {
     /// Its id.
     pub id: Uuid,
     /// What was asked.
-    #[serde(flatten)]
     pub request: NewUtilityRequest,
     /// Who asked.
     pub created_by: Option<UserId>,
@@ -219,7 +216,7 @@ pub struct NewPlan {
 }
 
 /// A stored plan, without its body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlanRecord {
     /// Its id.
     pub id: Uuid,
@@ -311,7 +308,7 @@ pub async fn plan_body(pool: &Pool, id: Uuid) -> Result<Option<serde_json::Value
 }
 
 /// A setpoint sent to an agent from a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatchSetpoint {
     /// The command id (the setpoint's).
     pub command: CommandId,
@@ -400,10 +397,9 @@ pub async fn record_setpoint_answer(pool: &Pool, a: &SetpointAnswer) -> Result<b
 }
 
 /// A setpoint with its answer and what the meter measured in its window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetpointRecord {
     /// What was sent.
-    #[serde(flatten)]
     pub setpoint: DispatchSetpoint,
     /// The answer's outcome, when one came.
     pub outcome: Option<String>,

@@ -20,7 +20,7 @@ mod settlement;
 mod telemetry;
 mod users;
 
-pub use agents::{AgentKey, create_agent, enroll_key, find_active_key, revoke_key};
+pub use agents::{AgentKey, create_agent, enrol_agent, enroll_key, find_active_key, revoke_key};
 pub use dispatch::{
     DispatchSetpoint, NewPlan, NewUtilityRequest, PlanRecord, RequestKind, SetpointAnswer, SetpointRecord,
     UtilityRequest, cancel_utility_request, create_utility_request, grid_size, plan_body, recent_plans,
@@ -37,7 +37,10 @@ pub use market::{
     list_strategies, list_trades, periods_to_clear, place_order, strategies_due,
 };
 pub use pool::{ConnectOptions, MIGRATOR, connect, connect_with_retry, migrate};
-pub use provision::{ensure_agent, ensure_grid_node, ensure_site, ensure_user};
+pub use provision::{
+    AgentEnrolment, Ensured, EnsuredAgent, Neighbourhood, ensure_agent, ensure_grid_node,
+    ensure_neighbourhood, ensure_site, ensure_user,
+};
 pub use readings::{
     Gap, LatestFilter, PeriodEnergy, drop_telemetry_before, flag_period, flagged_readings, gaps, get_sites,
     latest_readings, missing_total, period_pv, resolve_flags, site_energy, site_readings,

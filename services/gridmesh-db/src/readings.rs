@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use gridmesh_core::{AgentId, GridNodeId, Period, ReadingFlags, SiteId, UserId, WattHours, Watts};
-use serde::Serialize;
 use uuid::Uuid;
 
 use crate::telemetry::{StoredReading, TelemetryRow};
@@ -95,7 +94,7 @@ pub async fn site_readings(
 }
 
 /// A site's energy in one 15-minute period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeriodEnergy {
     /// The period.
     pub period: Period,
@@ -176,7 +175,7 @@ pub async fn site_energy(
 }
 
 /// A run of sequence numbers an agent has not delivered (yet).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {
     /// The agent.
     pub agent: AgentId,

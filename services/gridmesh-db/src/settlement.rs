@@ -122,7 +122,7 @@ pub async fn store_settlement(
 }
 
 /// A stored settlement's summary.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettlementSummary {
     /// The period.
     pub period: Period,
@@ -230,7 +230,7 @@ pub async fn anchors_due(pool: &Pool, limit: i64) -> Result<Vec<AnchorJob>, DbEr
 }
 
 /// Where an anchor stands.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnchorRecord {
     /// The chain.
     pub chain_id: u64,

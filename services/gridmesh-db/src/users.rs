@@ -1,6 +1,5 @@
 use chrono::{DateTime, Utc};
 use gridmesh_core::{Role, UserId};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -10,7 +9,7 @@ use crate::{DbError, Pool};
 const TOKEN_PREFIX: &str = "gmt_";
 
 /// A person or organisation with an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The id.
     pub id: UserId,
@@ -49,7 +48,7 @@ pub struct UserFilter {
 }
 
 /// Metadata of an issued token (never the secret itself).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiToken {
     /// Token id (for revocation).
     pub id: Uuid,
@@ -64,7 +63,7 @@ pub struct ApiToken {
 }
 
 /// The identity behind a request, as established from its token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The user.
     pub user_id: UserId,

@@ -242,6 +242,37 @@ async fn agent_keys_rotate_and_revoke(pool: Pool) {
     assert!(!gridmesh_db::revoke_key(&pool, f.agent, "again").await.unwrap());
 }
 
+async fn agents_of(pool: &Pool, site: SiteId) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM agents WHERE site_id = $1")
+        .bind(site.0)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn enrolling_a_used_key_leaves_no_agent_behind(pool: Pool) {
+    let f = fixture(&pool).await;
+    let key = [7_u8; 32];
+    let agent = gridmesh_db::enrol_agent(&pool, f.site.id, "roof pi", key).await.unwrap();
+    let found = gridmesh_db::find_active_key(&pool, &key).await.unwrap().unwrap();
+    assert_eq!((found.agent, found.site), (agent, f.site.id));
+    let before = agents_of(&pool, f.site.id).await;
+    assert_eq!(before, 2, "the fixture's agent and the enrolled one");
+
+    // The key is taken: refused, and the agent row made for it is rolled back with it.
+    let err = gridmesh_db::enrol_agent(&pool, f.site.id, "clone", key).await.unwrap_err();
+    assert_eq!(constraint(err), "agent_keys_unique_key");
+    assert_eq!(agents_of(&pool, f.site.id).await, before, "no agent is left without a key");
+    assert_eq!(gridmesh_db::find_active_key(&pool, &key).await.unwrap().unwrap().agent, agent);
+
+    // An unknown site: neither agent nor key.
+    let stray = [8_u8; 32];
+    let err = gridmesh_db::enrol_agent(&pool, SiteId::new_random(), "stray", stray).await.unwrap_err();
+    assert_eq!(constraint(err), "agents_site_id_fkey");
+    assert!(gridmesh_db::find_active_key(&pool, &stray).await.unwrap().is_none());
+}
+
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn tokens_identify_callers_until_revoked(pool: Pool) {
     let user = gridmesh_db::create_user(

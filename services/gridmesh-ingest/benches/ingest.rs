@@ -17,15 +17,19 @@
     reason = "a benchmark binary reports on stdout and stops on a broken set-up"
 )]
 
+// The neighbourhood helper of the ingest tests: the same homes, stored the same way.
+#[path = "../tests/sim/mod.rs"]
+mod sim;
+
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gridmesh_core::GeoPoint;
 use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
-use gridmesh_loadgen::neighbourhood::provision;
 use gridmesh_loadgen::next_batch;
 use gridmesh_loadgen::publisher::Publisher;
 use gridmesh_wire::KeyPair;
+use sim::provision;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
@@ -78,7 +82,7 @@ async fn main() {
     let server_key = KeyPair::generate().unwrap();
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let mut config = IngestConfig::new(
-        BrokerAddr { host: host.clone(), port, credentials: None },
+        BrokerAddr::plain(host.clone(), port),
         format!("bench-ingest-{tag}"),
         server_key.clone(),
     );

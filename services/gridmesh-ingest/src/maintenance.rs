@@ -1,12 +1,10 @@
-//! Periodic ingest jobs: the sequence-gap metric, the feeder-wide PV comparison of recently
-//! completed periods, and dropping raw telemetry past its retention.
+//! Ingest upkeep, run in rounds by the server's retention job: the sequence-gap metric, the
+//! feeder-wide PV comparison of recently completed periods, and dropping raw telemetry past its
+//! retention.
 
-use std::time::Duration;
-
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use gridmesh_core::{Period, ReadingFlags};
 use gridmesh_db::Pool;
-use tokio::sync::watch;
 
 use crate::plausibility::{PvSample, pv_outliers};
 
@@ -36,47 +34,62 @@ pub async fn flag_pv_outliers(pool: &Pool, period: Period) -> Result<usize, grid
     Ok(flagged)
 }
 
-/// Runs the jobs until `stop` changes.
-pub async fn run(pool: Pool, retention: Retention, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    let mut last_pv_period: Option<Period> = None;
-    let mut last_retention: Option<chrono::NaiveDate> = None;
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tick.tick() => {}
-        }
-        match gridmesh_db::missing_total(&pool).await {
+/// What the upkeep remembers between rounds, so each check runs once per period or day.
+#[derive(Debug, Default)]
+pub struct Upkeep {
+    last_pv_period: Option<Period>,
+    last_retention: Option<chrono::NaiveDate>,
+}
+
+impl Upkeep {
+    /// One round at `now`: the gap metric, the PV neighbour check of the period that ended a
+    /// minute or more ago (once), and the retention drop (once a day). Every step is tried;
+    /// a failed one is tried again at the next round.
+    ///
+    /// # Errors
+    /// The first failed step's database error (after the others were tried).
+    pub async fn round(
+        &mut self,
+        pool: &Pool,
+        retention: Retention,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut failed: Option<anyhow::Error> = None;
+        match gridmesh_db::missing_total(pool).await {
             Ok(n) => metrics::gauge!("gridmesh_ingest_sequence_gap_readings").set(n as f64),
             Err(e) => tracing::debug!(error = %e, "gap metric not updated"),
         }
         // Compare the period that ended a minute ago or more, once, when most data is in.
-        let done = Period::containing(Utc::now() - chrono::Duration::minutes(1)).prev();
-        if last_pv_period != Some(done) {
-            match flag_pv_outliers(&pool, done).await {
+        let done = Period::containing(now - chrono::Duration::minutes(1)).prev();
+        if self.last_pv_period != Some(done) {
+            match flag_pv_outliers(pool, done).await {
                 Ok(n) => {
                     if n > 0 {
                         tracing::warn!(flagged = n, period = %done, "PV far above the feeder neighbours");
                     }
-                    last_pv_period = Some(done);
+                    self.last_pv_period = Some(done);
                 }
-                Err(e) => tracing::warn!(error = %e, "PV neighbour check failed; retrying"),
+                Err(e) => failed = Some(anyhow::Error::new(e).context("PV neighbour check")),
             }
         }
-        let today = Utc::now().date_naive();
+        let today = now.date_naive();
         if let Some(days) = retention.raw_days
-            && last_retention != Some(today)
+            && self.last_retention != Some(today)
         {
             let before = today - chrono::Days::new(u64::from(days));
-            match gridmesh_db::drop_telemetry_before(&pool, before).await {
+            match gridmesh_db::drop_telemetry_before(pool, before).await {
                 Ok(n) => {
                     if n > 0 {
                         tracing::info!(dropped = n, %before, "raw telemetry past retention dropped");
                     }
-                    last_retention = Some(today);
+                    self.last_retention = Some(today);
                 }
-                Err(e) => tracing::warn!(error = %e, "retention job failed; retrying"),
+                Err(e) => {
+                    failed =
+                        failed.or_else(|| Some(anyhow::Error::new(e).context("raw telemetry retention")));
+                }
             }
         }
+        failed.map_or(Ok(()), Err)
     }
 }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use chrono::Utc;
 use gridmesh_core::{AgentId, Reading, ReadingFlags, Site, SiteId};
 use gridmesh_db::{AgentKey, DbError, IngestRow, Pool};
@@ -19,27 +20,13 @@ use gridmesh_wire::topics::{self, Channel};
 use gridmesh_wire::{Ack, KeyPair, Message, PublicKey, TelemetryBatch, TelemetryCommitted};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event};
 use tokio::sync::{mpsc, watch};
 
 use crate::plausibility::{self, Rules};
 
-/// Where the broker is.
-#[derive(Clone)]
-pub struct BrokerAddr {
-    /// Host name or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// User name and password, if the broker wants them.
-    pub credentials: Option<(String, String)>,
-}
-
-impl std::fmt::Debug for BrokerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mqtt://{}:{}", self.host, self.port)
-    }
-}
+/// Where the broker is: the address type every gridmesh process uses.
+pub use gridmesh_mqtt::BrokerAddr;
 
 /// Settings of the worker.
 #[derive(Debug, Clone)]
@@ -173,17 +160,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut options =
-        MqttOptions::new(config.client_id.clone(), config.broker.host.clone(), config.broker.port);
+        gridmesh_mqtt::options(&config.broker, config.client_id.clone(), Duration::from_secs(10), None)
+            .context("the ingest broker address")?;
     options
-        .set_keep_alive(Duration::from_secs(10))
         .set_clean_start(false)
         .set_session_expiry_interval(Some(24 * 3600))
         .set_receive_maximum(Some(config.receive_maximum))
         .set_manual_acks(true)
         .set_max_packet_size(Some(1024 * 1024));
-    if let Some((user, password)) = &config.broker.credentials {
-        options.set_credentials(user.clone(), password.clone());
-    }
     let (client, mut eventloop) = AsyncClient::new(options, 10_000);
     let (tx, rx) = mpsc::channel::<Incoming>(usize::from(config.receive_maximum) + 64);
     let (stop_tx, stop_rx) = watch::channel(false);

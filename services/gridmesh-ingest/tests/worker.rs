@@ -4,17 +4,20 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
 
+mod sim;
+
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gridmesh_core::{GeoPoint, ReadingFlags, Watts};
 use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
-use gridmesh_loadgen::neighbourhood::{SimHome, provision};
+use gridmesh_loadgen::neighbourhood::SimHome;
 use gridmesh_loadgen::next_batch;
 use gridmesh_loadgen::publisher::Publisher;
 use gridmesh_testkit::{Mosquitto, Proxy};
 use gridmesh_wire::topics::{self, Channel};
 use gridmesh_wire::{KeyPair, Message, TelemetryBatch};
+use sim::provision;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -39,7 +42,7 @@ fn start_worker(
     port: u16,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let mut config = IngestConfig::new(
-        BrokerAddr { host: host.to_owned(), port, credentials: None },
+        BrokerAddr::plain(host.to_owned(), port),
         unique("ingest-test"),
         KeyPair::from_seed(SERVER_SEED),
     );

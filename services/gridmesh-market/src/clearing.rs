@@ -22,6 +22,7 @@
 
 use gridmesh_core::{GridNodeId, OrderId, SiteId, WattHours};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::ClearingError;
 use crate::curve::Curve;
@@ -321,6 +322,35 @@ pub fn clear(network: &Network, orders: &[Order], rules: Rules) -> Result<Cleari
         volume: WattHours(volume),
         welfare_milli: i64::try_from(welfare).unwrap_or(i64::MAX),
     })
+}
+
+impl Clearing {
+    /// SHA-256 of the result's canonical JSON: its identity, stored with it and logged, so that
+    /// replicas and auditors compare results without the whole document. Every list is in
+    /// canonical order, so equal books give equal hashes.
+    ///
+    /// # Errors
+    /// [`ClearingError::Inconsistent`] if the result cannot be serialised (it always can; a bug).
+    pub fn sha256(&self) -> Result<[u8; 32], ClearingError> {
+        let canonical = serde_json::to_vec(self)
+            .map_err(|e| ClearingError::Inconsistent(format!("the result does not serialise: {e}")))?;
+        Ok(Sha256::digest(&canonical).into())
+    }
+}
+
+/// Clears one period's book ([`clear`]) and hashes the result ([`Clearing::sha256`]): what the
+/// service stores for a period.
+///
+/// # Errors
+/// As [`clear`].
+pub fn clear_hashed(
+    network: &Network,
+    orders: &[Order],
+    rules: Rules,
+) -> Result<(Clearing, [u8; 32]), ClearingError> {
+    let clearing = clear(network, orders, rules)?;
+    let hash = clearing.sha256()?;
+    Ok((clearing, hash))
 }
 
 /// Offered energy priced exactly `p` in one zone.

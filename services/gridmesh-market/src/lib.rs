@@ -14,7 +14,7 @@ mod curve;
 mod order;
 pub mod strategy;
 
-pub use clearing::{Clearing, Fill, MAX_ORDER_WH, MAX_PRICE_LIMIT, Trade, ZoneOutcome, clear};
+pub use clearing::{Clearing, Fill, MAX_ORDER_WH, MAX_PRICE_LIMIT, Trade, ZoneOutcome, clear, clear_hashed};
 pub use order::{GridFees, Network, Order, Pricing, Rules, Side, Zone};
 
 use gridmesh_core::{GridNodeId, OrderId, WattHours};

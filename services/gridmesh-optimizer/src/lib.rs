@@ -13,6 +13,8 @@
 //! * [`reference::solve`]: the same LP written monolithically and solved by HiGHS, the
 //!   reference in tests.
 //! * [`Plan`]: the output, with [`Plan::summary`] for people.
+//! * [`grid`]: from the grid's domain types (sites, topology, latest readings, requests) to an
+//!   instance, and from a plan to one step's setpoints: the dispatch job's pure part.
 //! * [`single::optimal_schedule`]: the exact schedule of one battery against known prices, by
 //!   dynamic programming.
 //!
@@ -22,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod generate;
+pub mod grid;
 mod instance;
 pub mod ipm;
 mod plan;

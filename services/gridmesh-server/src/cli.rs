@@ -76,7 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("connecting to the chain")?;
             let genesis = gridmesh_core::Period::containing(genesis.unwrap_or_else(Utc::now));
             let deployment = client.deploy(genesis).await.context("deploying the contracts")?;
-            let file = crate::settlement::DeploymentFile { deployment, genesis_period: genesis.index() };
+            let file = crate::jobs::anchor::DeploymentFile { deployment, genesis_period: genesis.index() };
             let text = serde_json::to_string_pretty(&file).context("encoding the deployment")?;
             if let Some(dir) = chain.chain_deployment.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

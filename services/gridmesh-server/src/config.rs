@@ -186,6 +186,13 @@ pub struct ServeConfig {
     #[arg(long, env = "GRIDMESH_MQTT_CLIENT_ID", default_value = "gridmesh-server")]
     pub mqtt_client_id: String,
 
+    /// Background jobs this process runs, comma-separated: dispatch, market, settlement, anchor,
+    /// partitions, retention, or all / none. Default: all for `serve`, partitions and retention
+    /// for `ingest`. Several processes may run the same job: one holds its lease (a PostgreSQL
+    /// advisory lock) and runs it, the others stand by. The --no-* flags below take a job out.
+    #[arg(long, env = "GRIDMESH_JOBS", value_enum, value_delimiter = ',')]
+    pub jobs: Option<Vec<crate::jobs::JobArg>>,
+
     /// Seconds to let in-flight requests finish after SIGTERM before exiting.
     #[arg(long, env = "GRIDMESH_SHUTDOWN_GRACE", default_value = "10", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
@@ -555,78 +562,20 @@ impl fmt::Display for SecretUrl {
     }
 }
 
-/// A broker address parsed from `mqtt://[user:password@]host[:port]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MqttUrl {
-    /// Host name or address.
-    pub host: String,
-    /// TCP port (1883 when not given).
-    pub port: u16,
-    /// User name, if any.
-    pub username: Option<String>,
-    password: Option<String>,
-}
+/// The central broker's address: the one broker-address type every gridmesh process uses.
+pub type MqttUrl = gridmesh_mqtt::BrokerAddr;
 
-impl MqttUrl {
-    /// The password, if any: pass it to the client library, never to a log.
-    #[must_use]
-    pub fn password(&self) -> Option<&str> {
-        self.password.as_deref()
-    }
-}
-
-impl fmt::Debug for MqttUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self}")
-    }
-}
-
-impl fmt::Display for MqttUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.username, &self.password) {
-            (Some(u), Some(_)) => write!(f, "mqtt://{u}:***@{}:{}", self.host, self.port),
-            (Some(u), None) => write!(f, "mqtt://{u}@{}:{}", self.host, self.port),
-            _ => write!(f, "mqtt://{}:{}", self.host, self.port),
-        }
-    }
-}
-
-impl FromStr for MqttUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_mqtt_url(s)
-    }
-}
-
-const MQTT_FORM: &str = "expected mqtt://[user:password@]host[:port]";
-
+/// Parses `--mqtt-url`. The server talks to its broker without TLS for now (run it next to the
+/// broker, or behind a TLS-terminating proxy), so `mqtts://` is refused with that reason.
 fn parse_mqtt_url(s: &str) -> Result<MqttUrl, String> {
-    let url = Url::parse(s).map_err(|e| format!("{e}; {MQTT_FORM}"))?;
-    match url.scheme() {
-        "mqtt" | "tcp" => {}
-        "mqtts" | "ssl" => {
-            return Err(format!(
-                "TLS to the central broker is not supported by the server yet; run it next to the broker and use mqtt:// ({MQTT_FORM})"
-            ));
-        }
-        other => return Err(format!("unknown scheme {other:?}; {MQTT_FORM}")),
+    let addr = MqttUrl::parse(s).map_err(|e| e.to_string())?;
+    if addr.tls {
+        return Err(format!(
+            "TLS to the central broker is not supported by the server yet; run it next to the broker and use mqtt:// ({})",
+            gridmesh_mqtt::URL_FORM
+        ));
     }
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("no host; {MQTT_FORM}"))?;
-    if url.path() != "" && url.path() != "/" {
-        return Err(format!("unexpected path {:?}; {MQTT_FORM}", url.path()));
-    }
-    Ok(MqttUrl {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-        port: url.port().unwrap_or(1883),
-        username: Some(decode(url.username())).filter(|u| !u.is_empty()),
-        password: url.password().map(decode),
-    })
-}
-
-/// URL user and password parts arrive percent-encoded (`p%40ss` for `p@ss`).
-fn decode(part: &str) -> String {
-    percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned()
+    Ok(addr)
 }
 
 /// A value parser whose errors name the setting and the expected form but never repeat the

@@ -182,8 +182,10 @@ impl From<DbError> for ApiError {
     }
 }
 
-/// Turns a violated constraint into a message for the caller. Constraints not listed here are
-/// programming errors (the handler should have validated) and become 500s.
+/// Turns a violated constraint into a message for the caller: the one table of constraint names
+/// the API knows, used by every handler through `From<DbError>` (so a handler just uses `?`).
+/// Constraints not listed here are programming errors (the handler should have validated) and
+/// become 500s.
 fn constraint_error(constraint: &str) -> Option<ApiError> {
     Some(match constraint {
         "users_email_key" => ApiError::Conflict("a user with this email already exists".into()),
@@ -191,6 +193,7 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         "users_name_check" => ApiError::invalid("name", "must be 1 to 200 characters"),
         "api_tokens_user_id_fkey" => ApiError::NotFound("user".into()),
         "api_tokens_label_check" => ApiError::invalid("label", "must be at most 200 characters"),
+        "agent_keys_unique_key" => ApiError::Conflict("this public key is already enrolled".into()),
         "utility_requests_node_id_fkey" => ApiError::invalid("node", "no such grid node"),
         "market_strategies_one_kind" => {
             ApiError::Conflict("the site already has an active strategy of this kind; delete it first".into())

@@ -107,7 +107,7 @@ async fn healthz() -> impl IntoResponse {
 /// How long the readiness probe waits for the database.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Readiness: the database answers and the broker link is up. 503 with problem JSON (and the
+/// Readiness: the database answers and the broker link is up; the jobs are reported beside. 503 with problem JSON (and the
 /// per-check details) otherwise, so a load balancer stops sending traffic.
 async fn readyz(State(state): State<AppState>) -> Response {
     let started = Instant::now();
@@ -134,7 +134,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         None => json!({ "ok": false, "error": "not connected yet" }),
     };
     crate::metrics::record_readiness(db_ok, broker.connected);
-    let checks = json!({ "database": db_check, "broker": broker_check });
+    let checks = json!({ "database": db_check, "broker": broker_check, "jobs": jobs_report(&state.jobs) });
     if db_ok && broker.connected {
         axum::Json(json!({ "status": "ready", "checks": checks })).into_response()
     } else {
@@ -150,6 +150,30 @@ async fn readyz(State(state): State<AppState>) -> Response {
             Some(json!({ "checks": checks })),
         )
     }
+}
+
+/// Each job of this process: whether it holds the job's lease here (`running`) or another
+/// process does (`standby`), its last successful round and its last error. Informational: a
+/// failing job (a chain that is away, say) does not take the API out of service.
+fn jobs_report(board: &crate::jobs::JobBoard) -> serde_json::Value {
+    let jobs: serde_json::Map<String, serde_json::Value> = board
+        .snapshot()
+        .into_iter()
+        .map(|(job, s)| {
+            let lease = match s.lease {
+                crate::jobs::LeaseState::Held => "running",
+                crate::jobs::LeaseState::Standby => "standby",
+            };
+            let report = json!({
+                "lease": lease,
+                "last_success": s.last_success.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                "last_error": s.last_error,
+                "rounds": s.rounds,
+            });
+            (job.name().to_owned(), report)
+        })
+        .collect();
+    serde_json::Value::Object(jobs)
 }
 
 /// Prometheus text exposition of every metric.

@@ -4,10 +4,11 @@
 use std::fmt;
 
 use gridmesh_core::{Period, SiteId};
-use gridmesh_db::AnchorRecord;
 use gridmesh_settlement::Line;
 use gridmesh_settlement::merkle::{Hash, fold, leaf};
 use serde::{Deserialize, Serialize};
+
+use crate::api::AnchorOut;
 
 /// `0x` and lowercase hex.
 #[must_use]
@@ -35,7 +36,7 @@ pub struct ProofDocument {
     /// The period's root, hex.
     pub root: String,
     /// The anchor, when recorded.
-    pub anchor: Option<AnchorRecord>,
+    pub anchor: Option<AnchorOut>,
 }
 
 /// A reward claim with its proof.

@@ -4,31 +4,33 @@ use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use gridmesh_db::{ConnectOptions, Pool};
+use gridmesh_ingest::worker::IngestConfig;
+use gridmesh_wire::PublicKey;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::BrokerLink;
 use crate::config::{DbConfig, ServeConfig};
-use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
-use gridmesh_wire::PublicKey;
-use tokio::sync::watch;
+use crate::jobs::{Job, JobBoard, JobCtx, JobSettings, Shutdown};
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The database pool.
     pub pool: Pool,
-    /// The MQTT broker link.
+    /// The process's MQTT connection.
     pub broker: BrokerLink,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// The server's public key, which agents use to verify what the server signs.
     pub server_key: Option<PublicKey>,
     /// Market rules and timing.
-    pub market: crate::market::MarketSettings,
+    pub market: crate::jobs::market::MarketSettings,
+    /// The background jobs of this process, for `/readyz`.
+    pub jobs: JobBoard,
 }
 
 impl AppState {
@@ -40,7 +42,8 @@ impl AppState {
             broker,
             metrics: crate::metrics::install(),
             server_key: None,
-            market: crate::market::MarketSettings::default(),
+            market: crate::jobs::market::MarketSettings::default(),
+            jobs: JobBoard::default(),
         }
     }
 }
@@ -48,23 +51,21 @@ impl AppState {
 /// What a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The API, and ingest unless `--no-ingest`.
+    /// The API, ingest unless `--no-ingest`, and every job by default.
     Serve,
-    /// Only ingest, with health and metrics endpoints.
+    /// Only ingest (and by default the partition and retention jobs), with health and metrics
+    /// endpoints.
     Ingest,
 }
 
-/// Days of telemetry partitions kept ready ahead of today.
-const PARTITION_DAYS_AHEAD: u16 = 7;
-
-/// A started service: its state and its background jobs.
+/// A started service: its state, its background jobs and its ingest worker.
 #[derive(Debug)]
 pub struct Service {
     /// Shared state.
     pub state: AppState,
     role: Role,
-    jobs: Vec<JoinHandle<()>>,
-    workers: Vec<JoinHandle<anyhow::Result<()>>>,
+    jobs: Vec<(Job, JoinHandle<()>)>,
+    ingest: Option<JoinHandle<anyhow::Result<()>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -99,126 +100,63 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes sure telemetry partitions exist from yesterday to a week ahead.
-async fn ensure_partitions(pool: &Pool) -> anyhow::Result<()> {
-    let yesterday = Utc::now().date_naive() - chrono::Days::new(1);
-    let created = gridmesh_db::ensure_telemetry_partitions(pool, yesterday, PARTITION_DAYS_AHEAD + 2)
-        .await
-        .context("creating telemetry partitions")?;
-    if created > 0 {
-        tracing::info!(created, "telemetry partitions created");
-    }
-    Ok(())
-}
-
-/// Connects, migrates, prepares partitions and starts the background jobs: partition upkeep,
-/// and for [`Role::Ingest`] (or [`Role::Serve`] without `--no-ingest`) the ingest worker and its
-/// maintenance jobs.
+/// Connects, migrates, prepares partitions, opens the process's broker link and starts the
+/// selected jobs (each under its lease) and, for [`Role::Ingest`] or [`Role::Serve`] without
+/// `--no-ingest`, the ingest worker.
 ///
 /// # Errors
-/// When the database is unreachable, a migration fails or the server key cannot be read.
+/// When the database is unreachable, a migration fails, the server key cannot be read or the
+/// broker address is refused.
 pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> {
     let pool = connect_db(&config.db).await?;
     migrate(&pool).await?;
-    ensure_partitions(&pool).await?;
+    // Before ingest takes its first reading, whichever process holds the partitions job.
+    crate::jobs::partitions::ensure(&pool).await?;
     let server_key = crate::keys::load_or_create(&config.ingest.server_key_file)?;
-    let broker = BrokerLink::spawn(&config.mqtt_url, &config.mqtt_client_id);
+    let broker =
+        BrokerLink::spawn(&config.mqtt_url, &config.mqtt_client_id).context("the MQTT broker address")?;
     let mut state = AppState::new(pool, broker);
     state.server_key = Some(server_key.public());
-    state.market = crate::market::MarketSettings::from_args(&config.market);
-    let maintenance = {
-        let pool = state.pool.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(3600));
-            every.tick().await;
-            loop {
-                every.tick().await;
-                if let Err(e) = ensure_partitions(&pool).await {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "partition maintenance failed; retrying in an hour"
-                    );
-                }
-            }
-        })
+    state.market = crate::jobs::market::MarketSettings::from_args(&config.market);
+    let (stop, shutdown) = Shutdown::new();
+    let ctx = JobCtx {
+        pool: state.pool.clone(),
+        broker: state.broker.clone(),
+        server_key: server_key.clone(),
+        settings: std::sync::Arc::new(JobSettings::from_config(config)),
+        board: state.jobs.clone(),
+        process: format!("{}@{}", config.mqtt_client_id, std::process::id()),
     };
-    let (stop, stop_rx) = watch::channel(false);
-    let mut service = Service { state, role, jobs: vec![maintenance], workers: Vec::new(), stop };
-    if role == Role::Serve && !config.market.no_market {
-        let pool = service.state.pool.clone();
-        let replica = format!("{}@{}", config.mqtt_client_id, std::process::id());
-        service.jobs.push(tokio::spawn(crate::market::run(
-            pool,
-            service.state.market,
-            replica,
-            stop_rx.clone(),
-        )));
-    }
-    if role == Role::Serve && !config.settlement.no_settlement {
-        let pool = service.state.pool.clone();
-        let settings = crate::settlement::SettlementSettings::from_args(&config.settlement);
-        service.jobs.push(tokio::spawn(crate::settlement::run(
-            pool,
-            settings,
-            config.chain.clone(),
-            Duration::from_secs(10),
-            stop_rx.clone(),
-        )));
-    }
-    if role == Role::Serve && !config.dispatch.no_dispatch {
-        let settings = crate::dispatch::DispatchSettings::from_args(&config.dispatch, &config.settlement);
-        service.jobs.push(tokio::spawn(crate::dispatch::run(
-            service.state.pool.clone(),
-            settings,
-            config.mqtt_url.clone(),
-            server_key.clone(),
-            format!("{}-dispatch-{}", config.mqtt_client_id, std::process::id()),
-            stop_rx.clone(),
-        )));
-    }
-    if role == Role::Ingest || !config.ingest.no_ingest {
-        let args = &config.ingest;
-        let broker = BrokerAddr {
-            host: config.mqtt_url.host.clone(),
-            port: config.mqtt_url.port,
-            credentials: config
-                .mqtt_url
-                .username
-                .clone()
-                .map(|u| (u, config.mqtt_url.password().unwrap_or_default().to_owned())),
-        };
-        let mut ingest = IngestConfig::new(broker, args.ingest_client_id.clone(), server_key);
-        ingest.share_group = Some(args.ingest_group.clone()).filter(|g| !g.is_empty());
-        ingest.max_group_readings = args.ingest_max_group as usize;
-        ingest.max_wait = Duration::from_millis(u64::from(args.ingest_max_wait_ms));
-        if args.raw_retention_days > 0 {
-            ingest.max_age_days = u64::from(args.raw_retention_days);
-        }
-        let pool = service.state.pool.clone();
-        let mut rx = stop_rx.clone();
-        service.workers.push(tokio::spawn(gridmesh_ingest::worker::run(pool, ingest, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        })));
-        let retention = gridmesh_ingest::maintenance::Retention {
-            raw_days: Some(args.raw_retention_days).filter(|d| *d > 0),
-        };
-        let pool = service.state.pool.clone();
-        service.jobs.push(tokio::spawn(gridmesh_ingest::maintenance::run(pool, retention, stop_rx)));
-    }
-    Ok(service)
+    let selected = crate::jobs::selected(config, role);
+    tracing::info!(jobs = ?selected.iter().map(|j| j.name()).collect::<Vec<_>>(), "starting jobs");
+    let jobs = selected
+        .into_iter()
+        .map(|job| (job, crate::jobs::spawn(job, ctx.clone(), shutdown.clone())))
+        .collect();
+    let ingest =
+        (role == Role::Ingest || !config.ingest.no_ingest).then(|| {
+            let args = &config.ingest;
+            let mut ingest =
+                IngestConfig::new(config.mqtt_url.clone(), args.ingest_client_id.clone(), server_key);
+            ingest.share_group = Some(args.ingest_group.clone()).filter(|g| !g.is_empty());
+            ingest.max_group_readings = args.ingest_max_group as usize;
+            ingest.max_wait = Duration::from_millis(u64::from(args.ingest_max_wait_ms));
+            if args.raw_retention_days > 0 {
+                ingest.max_age_days = u64::from(args.raw_retention_days);
+            }
+            let mut stopped = shutdown.clone();
+            tokio::spawn(gridmesh_ingest::worker::run(state.pool.clone(), ingest, async move {
+                stopped.wait().await
+            }))
+        });
+    Ok(Service { state, role, jobs, ingest, stop })
 }
 
 impl Service {
     /// Wraps a state with no background jobs (tests).
     #[must_use]
     pub fn from_state(state: AppState) -> Self {
-        Self {
-            state,
-            role: Role::Serve,
-            jobs: Vec::new(),
-            workers: Vec::new(),
-            stop: watch::channel(false).0,
-        }
+        Self { state, role: Role::Serve, jobs: Vec::new(), ingest: None, stop: watch::channel(false).0 }
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then lets in-flight requests
@@ -254,18 +192,27 @@ impl Service {
             result = server => result.context("HTTP server failed")?,
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the grace period; closing them"),
         }
-        // Ingest finishes the transaction in progress; what it has not acknowledged, the
-        // broker delivers again after a restart.
+        // Ingest finishes the transaction in progress (what it has not acknowledged, the broker
+        // delivers again after a restart); each job finishes its round and gives its lease up.
         let _ = self.stop.send(true);
-        for worker in self.workers {
-            match tokio::time::timeout(grace, worker).await {
-                Ok(Ok(Err(e))) => tracing::warn!(error = format!("{e:#}"), "a worker stopped with an error"),
+        if let Some(ingest) = self.ingest {
+            match tokio::time::timeout(grace, ingest).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = format!("{e:#}"), "ingest stopped with an error"),
                 Ok(_) => {}
-                Err(_) => tracing::warn!("a worker did not stop within the grace period"),
+                Err(_) => tracing::warn!("ingest did not stop within the grace period"),
             }
         }
-        for job in &self.jobs {
-            job.abort();
+        let deadline = tokio::time::Instant::now() + grace;
+        for (job, handle) in self.jobs {
+            let abort = handle.abort_handle();
+            match tokio::time::timeout_at(deadline, handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(job = job.name(), error = %e, "a job ended abnormally"),
+                Err(_) => {
+                    tracing::warn!(job = job.name(), "a job did not stop within the grace period; cancelled");
+                    abort.abort();
+                }
+            }
         }
         self.state.broker.shutdown().await;
         self.state.pool.close().await;

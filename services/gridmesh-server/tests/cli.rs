@@ -148,7 +148,7 @@ async fn serve_migrates_a_fresh_database_and_stops_on_sigterm(pool: PgPool) {
     .await
     .expect("listening within 30 s");
 
-    assert_eq!(common::get(addr, "/healthz").await.status, 200);
+    assert_eq!(common::Client::new(addr).get("/healthz").await.status, 200);
     // serve applied the migrations to the fresh database.
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE tablename IN ('sites', 'telemetry', 'agent_keys')",

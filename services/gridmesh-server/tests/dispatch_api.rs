@@ -7,11 +7,12 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::{Server, call, mqtt_url, user};
+use common::{Method, Server, mqtt_url, user};
 use gridmesh_core::{
     BatterySpec, GridConnection, GridNode, GridNodeId, GridNodeKind, Role, Site, SiteId, WattHours, Watts,
 };
-use gridmesh_server::dispatch::{DispatchSettings, plan_once};
+use gridmesh_optimizer::grid::PlanSettings;
+use gridmesh_server::jobs::dispatch::{DispatchSettings, plan_once};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -55,7 +56,8 @@ async fn requests_plans_and_setpoints(pool: PgPool) {
     .await
     .unwrap();
     let server = Server::start(pool.clone(), &mqtt_url()).await;
-    let a = server.addr;
+    let client = server.client();
+    let a = &client;
     let now = Utc::now();
     let body = |node: Value, kind: &str, from: i64, to: i64, price: i64| {
         json!({
@@ -71,7 +73,7 @@ async fn requests_plans_and_setpoints(pool: PgPool) {
         assert!(body["detail"].as_str().unwrap().contains(text), "wanted {text:?} in {body}");
     };
     let post = |b: Value, auth: String| async move {
-        call(a, "POST", "/v1/dispatch/requests", &auth, Some(b)).await
+        a.call(Method::POST, "/v1/dispatch/requests", &auth, Some(b)).await
     };
 
     // Refusals, each named.
@@ -109,44 +111,48 @@ async fn requests_plans_and_setpoints(pool: PgPool) {
     assert_eq!((created["kind"].as_str(), created["power_w"].as_i64()), (Some("cap"), Some(20_000)));
     let (s, area) = post(body(Value::Null, "floor", 0, 30, 100), utility.clone()).await;
     assert_eq!(s, 201, "{area}");
-    let (_, list) = call(a, "GET", "/v1/dispatch/requests", &regulator, None).await;
+    let (_, list) = a.call(Method::GET, "/v1/dispatch/requests", &regulator, None).await;
     assert_eq!(list.as_array().unwrap().len(), 2);
     let id = area["id"].as_str().unwrap().to_owned();
-    assert_eq!(call(a, "DELETE", &format!("/v1/dispatch/requests/{id}"), &utility, None).await.0, 204);
-    let (s, e) = call(a, "DELETE", &format!("/v1/dispatch/requests/{id}"), &utility, None).await;
+    assert_eq!(a.call(Method::DELETE, &format!("/v1/dispatch/requests/{id}"), &utility, None).await.0, 204);
+    let (s, e) = a.call(Method::DELETE, &format!("/v1/dispatch/requests/{id}"), &utility, None).await;
     assert_eq!((s, e["status"].as_i64()), (404, Some(404)));
 
     // A plan: stored with its input hash and summary, the whole body readable.
-    let settings = DispatchSettings { steps: 8, ..DispatchSettings::default() };
+    let settings = DispatchSettings {
+        plan: PlanSettings { steps: 8, ..PlanSettings::default() },
+        ..DispatchSettings::default()
+    };
     let made = plan_once(&pool, &settings, Utc::now(), "test").await.unwrap();
     assert_eq!(made.instance.sites.len(), 1);
     assert_eq!(made.instance.requests.len(), 1, "the withdrawn request is not planned around");
-    let (s, plans) = call(a, "GET", "/v1/dispatch/plans", &utility, None).await;
+    let (s, plans) = a.call(Method::GET, "/v1/dispatch/plans", &utility, None).await;
     assert_eq!(s, 200, "{plans}");
     assert_eq!(plans[0]["input_hash"].as_str().unwrap(), hex::encode(made.instance.input_hash()));
     assert_eq!(plans[0]["summary"]["sites"], 1);
-    let (s, plan) = call(a, "GET", &format!("/v1/dispatch/plans/{}", made.id), &regulator, None).await;
+    let (s, plan) = a.call(Method::GET, &format!("/v1/dispatch/plans/{}", made.id), &regulator, None).await;
     assert_eq!(s, 200);
     assert_eq!(plan["sites"][0]["id"], site.to_string());
     assert_eq!(plan["steps"], 8);
-    expect(call(a, "GET", "/v1/dispatch/plans", &homeowner, None).await, 403, "needs the role");
+    expect(a.call(Method::GET, "/v1/dispatch/plans", &homeowner, None).await, 403, "needs the role");
     expect(
-        call(a, "GET", "/v1/dispatch/plans?limit=0", &utility, None).await,
+        a.call(Method::GET, "/v1/dispatch/plans?limit=0", &utility, None).await,
         422,
         "limit: must be 1 to 1000",
     );
 
     // Setpoints: homeowners see their own site's only.
     expect(
-        call(a, "GET", "/v1/dispatch/setpoints", &homeowner, None).await,
+        a.call(Method::GET, "/v1/dispatch/setpoints", &homeowner, None).await,
         422,
         "site: name one of your sites",
     );
-    let (s, mine) = call(a, "GET", &format!("/v1/dispatch/setpoints?site={site}"), &homeowner, None).await;
+    let (s, mine) =
+        a.call(Method::GET, &format!("/v1/dispatch/setpoints?site={site}"), &homeowner, None).await;
     assert_eq!((s, mine.as_array().map(Vec::len)), (200, Some(0)));
     let other = SiteId::new_random();
     assert_eq!(
-        call(a, "GET", &format!("/v1/dispatch/setpoints?site={other}"), &homeowner, None).await.0,
+        a.call(Method::GET, &format!("/v1/dispatch/setpoints?site={other}"), &homeowner, None).await.0,
         404
     );
     server.stop().await;

@@ -4,16 +4,17 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
 
 mod common;
+mod sim;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gridmesh_core::GeoPoint;
-use gridmesh_loadgen::neighbourhood::provision;
 use gridmesh_loadgen::next_batch;
 use gridmesh_loadgen::publisher::Publisher;
 use gridmesh_wire::KeyPair;
+use sim::provision;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 

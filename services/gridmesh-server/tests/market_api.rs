@@ -7,12 +7,12 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::{Server, call, mqtt_url, request, user};
+use common::{Method, Server, mqtt_url, user};
 use gridmesh_core::{
     BatterySpec, GridConnection, GridNode, GridNodeId, GridNodeKind, Period, Role, Site, SiteId, UserId,
     WattHours, Watts,
 };
-use gridmesh_server::market::{MarketSettings, clear_due, run_strategies};
+use gridmesh_server::jobs::market::{MarketSettings, clear_due, run_strategies};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -97,41 +97,45 @@ fn open_period() -> Period {
 async fn orders_clear_at_gate_closure_into_zonal_prices_and_trades(pool: PgPool) {
     let t = town(&pool).await;
     let server = Server::start(pool.clone(), &mqtt_url()).await;
-    let a = server.addr;
+    let client = server.client();
+    let a = &client;
     let p = open_period();
 
     // Alice (feeder A) sells 500 Wh cheaply; her feeder can export only 100 Wh. Bob and Carol
     // (feeder B) buy; Carol also sells, dearer.
-    let (s, sell) =
-        call(a, "POST", "/v1/market/orders", &t.alice.1, Some(order(t.alice_site, p, "sell", 8, 500))).await;
+    let (s, sell) = a
+        .call(Method::POST, "/v1/market/orders", &t.alice.1, Some(order(t.alice_site, p, "sell", 8, 500)))
+        .await;
     assert_eq!(s, 201, "{sell}");
     assert_eq!(sell["status"], "open");
     assert_eq!(sell["automatic"], false);
     assert_eq!(sell["zone"], json!(t.feeder_a));
     // A bid on her own feeder takes 200 Wh locally.
-    let (s, _) =
-        call(a, "POST", "/v1/market/orders", &t.operator, Some(order(t.alice_site, p, "buy", 30, 200))).await;
+    let (s, _) = a
+        .call(Method::POST, "/v1/market/orders", &t.operator, Some(order(t.alice_site, p, "buy", 30, 200)))
+        .await;
     assert_eq!(s, 201, "operators trade for any site");
     let (s, bob_bid) =
-        call(a, "POST", "/v1/market/orders", &t.bob.1, Some(order(t.bob_site, p, "buy", 30, 400))).await;
+        a.call(Method::POST, "/v1/market/orders", &t.bob.1, Some(order(t.bob_site, p, "buy", 30, 400))).await;
     assert_eq!(s, 201, "{bob_bid}");
-    let (s, carol_offer) =
-        call(a, "POST", "/v1/market/orders", &t.operator, Some(order(t.carol_site, p, "sell", 24, 900)))
-            .await;
+    let (s, carol_offer) = a
+        .call(Method::POST, "/v1/market/orders", &t.operator, Some(order(t.carol_site, p, "sell", 24, 900)))
+        .await;
     assert_eq!(s, 201);
 
     // Replace Bob's bid: 600 Wh at 28. The old order is marked replaced.
     let path = format!("/v1/market/orders/{}", bob_bid["id"].as_str().unwrap());
     let (s, bob_new) =
-        call(a, "PUT", &path, &t.bob.1, Some(json!({"price_per_kwh": 28, "energy_wh": 600}))).await;
+        a.call(Method::PUT, &path, &t.bob.1, Some(json!({"price_per_kwh": 28, "energy_wh": 600}))).await;
     assert_eq!(s, 201, "{bob_new}");
     assert_eq!(bob_new["replaces"], bob_bid["id"]);
-    assert_eq!(call(a, "GET", &path, &t.bob.1, None).await.1["status"], "replaced");
+    assert_eq!(a.call(Method::GET, &path, &t.bob.1, None).await.1["status"], "replaced");
     // A replaced order can be neither replaced nor cancelled again.
-    let (s, e) = call(a, "PUT", &path, &t.bob.1, Some(json!({"price_per_kwh": 28, "energy_wh": 600}))).await;
+    let (s, e) =
+        a.call(Method::PUT, &path, &t.bob.1, Some(json!({"price_per_kwh": 28, "energy_wh": 600}))).await;
     assert_eq!(s, 422, "{e}");
     assert!(e["detail"].as_str().unwrap().contains("only open orders can be replaced"), "{e}");
-    let (s, e) = call(a, "DELETE", &path, &t.bob.1, None).await;
+    let (s, e) = a.call(Method::DELETE, &path, &t.bob.1, None).await;
     assert_eq!(
         (s, e["detail"].as_str().unwrap().contains("only open orders can be cancelled")),
         (422, true),
@@ -139,8 +143,9 @@ async fn orders_clear_at_gate_closure_into_zonal_prices_and_trades(pool: PgPool)
     );
 
     // Book depth: per zone, side and price.
-    let (s, depth) =
-        call(a, "GET", &format!("/v1/market/periods/{p}/book?zone={}", t.feeder_b), &t.bob.1, None).await;
+    let (s, depth) = a
+        .call(Method::GET, &format!("/v1/market/periods/{p}/book?zone={}", t.feeder_b), &t.bob.1, None)
+        .await;
     assert_eq!(s, 200, "{depth}");
     assert_eq!(
         depth,
@@ -149,7 +154,10 @@ async fn orders_clear_at_gate_closure_into_zonal_prices_and_trades(pool: PgPool)
             {"zone": t.feeder_b, "side": "sell", "price": 24, "energy_wh": 900, "orders": 1},
         ])
     );
-    assert_eq!(call(a, "GET", &format!("/v1/market/periods/{p}"), &t.bob.1, None).await.1["status"], "open");
+    assert_eq!(
+        a.call(Method::GET, &format!("/v1/market/periods/{p}"), &t.bob.1, None).await.1["status"],
+        "open"
+    );
 
     // Nothing clears before the gate; at the gate, the period clears once.
     let settings = MarketSettings::default();
@@ -162,7 +170,7 @@ async fn orders_clear_at_gate_closure_into_zonal_prices_and_trades(pool: PgPool)
     assert_eq!(mine[0].order_count, 4);
     assert!(clear_due(&pool, &settings, settings.gate_of(p), "replica-2").await.unwrap().is_empty());
 
-    let (s, result) = call(a, "GET", &format!("/v1/market/periods/{p}"), &t.bob.1, None).await;
+    let (s, result) = a.call(Method::GET, &format!("/v1/market/periods/{p}"), &t.bob.1, None).await;
     assert_eq!(s, 200, "{result}");
     assert_eq!(result["status"], "cleared");
     let zone = |id: GridNodeId| {
@@ -179,25 +187,25 @@ async fn orders_clear_at_gate_closure_into_zonal_prices_and_trades(pool: PgPool)
     assert_eq!(result["clearing"]["cleared_by"], "replica-1");
 
     // Orders now show their fills.
-    let (_, alice_sell) =
-        call(a, "GET", &format!("/v1/market/orders/{}", sell["id"].as_str().unwrap()), &t.alice.1, None)
-            .await;
+    let (_, alice_sell) = a
+        .call(Method::GET, &format!("/v1/market/orders/{}", sell["id"].as_str().unwrap()), &t.alice.1, None)
+        .await;
     assert_eq!(
         (alice_sell["status"].clone(), alice_sell["filled_wh"].clone(), alice_sell["fill_price"].clone()),
         (json!("cleared"), json!(300), json!(8))
     );
-    let (_, carol) = call(
-        a,
-        "GET",
-        &format!("/v1/market/orders/{}", carol_offer["id"].as_str().unwrap()),
-        &t.operator,
-        None,
-    )
-    .await;
+    let (_, carol) = a
+        .call(
+            Method::GET,
+            &format!("/v1/market/orders/{}", carol_offer["id"].as_str().unwrap()),
+            &t.operator,
+            None,
+        )
+        .await;
     assert_eq!(carol["filled_wh"], 500);
 
     // Trades: Bob sees his own; the crossing one runs feeder A → transformer → feeder B.
-    let (s, trades) = call(a, "GET", &format!("/v1/market/trades?period={p}"), &t.bob.1, None).await;
+    let (s, trades) = a.call(Method::GET, &format!("/v1/market/trades?period={p}"), &t.bob.1, None).await;
     assert_eq!(s, 200, "{trades}");
     let items = trades["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{trades}");
@@ -205,7 +213,7 @@ async fn orders_clear_at_gate_closure_into_zonal_prices_and_trades(pool: PgPool)
     assert_eq!(items.iter().map(|x| x["energy_wh"].as_i64().unwrap()).sum::<i64>(), 600);
     assert!(items.iter().any(|x| x["path"].as_array().unwrap().len() == 3 && x["seller_price"] == 8));
     let (s, positions) =
-        call(a, "GET", &format!("/v1/market/periods/{p}/commitments"), &t.operator, None).await;
+        a.call(Method::GET, &format!("/v1/market/periods/{p}/commitments"), &t.operator, None).await;
     assert_eq!(s, 200, "{positions}");
     let position = |site: SiteId| {
         positions.as_array().unwrap().iter().find(|c| c["site"] == json!(site)).unwrap()["net_wh"].clone()
@@ -214,21 +222,24 @@ async fn orders_clear_at_gate_closure_into_zonal_prices_and_trades(pool: PgPool)
         (position(t.alice_site), position(t.bob_site), position(t.carol_site)),
         (json!(100), json!(-600), json!(500))
     );
-    assert_eq!(call(a, "GET", &format!("/v1/market/periods/{p}/commitments"), &t.bob.1, None).await.0, 403);
-    let (_, all) = call(a, "GET", "/v1/market/trades", &t.operator, None).await;
+    assert_eq!(
+        a.call(Method::GET, &format!("/v1/market/periods/{p}/commitments"), &t.bob.1, None).await.0,
+        403
+    );
+    let (_, all) = a.call(Method::GET, "/v1/market/trades", &t.operator, None).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 3);
-    assert_eq!(call(a, "GET", "/v1/market/trades", &t.utility, None).await.0, 403);
+    assert_eq!(a.call(Method::GET, "/v1/market/trades", &t.utility, None).await.0, 403);
 
     // The period is closed now, for new orders and for cancelling.
     let (s, e) =
-        call(a, "POST", "/v1/market/orders", &t.bob.1, Some(order(t.bob_site, p, "buy", 30, 100))).await;
+        a.call(Method::POST, "/v1/market/orders", &t.bob.1, Some(order(t.bob_site, p, "buy", 30, 100))).await;
     assert_eq!(s, 422);
     assert!(e["detail"].as_str().unwrap().contains("already cleared"), "{e}");
 
     // My orders: Bob sees his two, Alice hers.
-    let (_, mine) = call(a, "GET", "/v1/market/orders", &t.bob.1, None).await;
+    let (_, mine) = a.call(Method::GET, "/v1/market/orders", &t.bob.1, None).await;
     assert_eq!(mine["items"].as_array().unwrap().len(), 2);
-    let (_, open) = call(a, "GET", "/v1/market/orders?status=open", &t.operator, None).await;
+    let (_, open) = a.call(Method::GET, "/v1/market/orders?status=open", &t.operator, None).await;
     assert!(open["items"].as_array().unwrap().is_empty());
     server.stop().await;
 }
@@ -237,11 +248,12 @@ async fn orders_clear_at_gate_closure_into_zonal_prices_and_trades(pool: PgPool)
 async fn every_invalid_order_gets_its_own_problem(pool: PgPool) {
     let t = town(&pool).await;
     let server = Server::start(pool.clone(), &mqtt_url()).await;
-    let a = server.addr;
+    let client = server.client();
+    let a = &client;
     let p = open_period();
     let bob = &t.bob.1;
     let post = |body: Value, auth: String| async move {
-        call(a, "POST", "/v1/market/orders", &auth, Some(body)).await
+        a.call(Method::POST, "/v1/market/orders", &auth, Some(body)).await
     };
     let expect = |(status, body): (u16, Value), want: u16, text: &str| {
         assert_eq!(status, want, "{body}");
@@ -282,41 +294,40 @@ async fn every_invalid_order_gets_its_own_problem(pool: PgPool) {
     let mut extra = order(t.bob_site, p, "buy", 10, 100);
     extra["colour"] = json!("green");
     expect(post(extra, bob.clone()).await, 422, "unknown field");
-    let raw = request(
-        a,
-        "POST",
-        "/v1/market/orders",
-        &[("Authorization", bob), ("Content-Type", "application/json")],
-        Some("{\"site\":"),
-    )
-    .await;
+    let raw = a.post("/v1/market/orders").auth(bob).json_text("{\"site\":").await;
     assert_eq!(raw.status, 400, "{}", raw.body);
     assert_eq!(
-        call(a, "POST", "/v1/market/orders", "Bearer nope", Some(order(t.bob_site, p, "buy", 1, 1))).await.0,
+        a.call(Method::POST, "/v1/market/orders", "Bearer nope", Some(order(t.bob_site, p, "buy", 1, 1)))
+            .await
+            .0,
         401
     );
 
     // Someone else's order is invisible; an unknown one is not found.
     let (_, mine) = post(order(t.bob_site, p, "buy", 10, 100), bob.clone()).await;
     let path = format!("/v1/market/orders/{}", mine["id"].as_str().unwrap());
-    expect(call(a, "GET", &path, &t.alice.1, None).await, 404, "order not found");
-    expect(call(a, "DELETE", &path, &t.alice.1, None).await, 404, "order not found");
+    expect(a.call(Method::GET, &path, &t.alice.1, None).await, 404, "order not found");
+    expect(a.call(Method::DELETE, &path, &t.alice.1, None).await, 404, "order not found");
     expect(
-        call(a, "GET", &format!("/v1/market/orders/{}", uuid::Uuid::new_v4()), bob, None).await,
+        a.call(Method::GET, &format!("/v1/market/orders/{}", uuid::Uuid::new_v4()), bob, None).await,
         404,
         "not found",
     );
     expect(
-        call(a, "PUT", &path, bob, Some(json!({"price_per_kwh": 10, "energy_wh": 99_999}))).await,
+        a.call(Method::PUT, &path, bob, Some(json!({"price_per_kwh": 10, "energy_wh": 99_999}))).await,
         422,
         "energy_wh",
     );
-    let (s, cancelled) = call(a, "DELETE", &path, bob, None).await;
+    let (s, cancelled) = a.call(Method::DELETE, &path, bob, None).await;
     assert_eq!((s, cancelled["status"].as_str()), (200, Some("cancelled")));
-    expect(call(a, "GET", "/v1/market/periods/2026-12-01T10:07:00Z", bob, None).await, 400, "not aligned");
-    expect(call(a, "GET", "/v1/market/periods/yesterday", bob, None).await, 400, "RFC 3339");
-    expect(call(a, "GET", "/v1/market/orders?status=lost", bob, None).await, 422, "status");
-    expect(call(a, "GET", "/v1/market/trades?after=nonsense", bob, None).await, 422, "after");
+    expect(
+        a.call(Method::GET, "/v1/market/periods/2026-12-01T10:07:00Z", bob, None).await,
+        400,
+        "not aligned",
+    );
+    expect(a.call(Method::GET, "/v1/market/periods/yesterday", bob, None).await, 400, "RFC 3339");
+    expect(a.call(Method::GET, "/v1/market/orders?status=lost", bob, None).await, 422, "status");
+    expect(a.call(Method::GET, "/v1/market/trades?after=nonsense", bob, None).await, 422, "after");
     server.stop().await;
 }
 
@@ -360,51 +371,52 @@ async fn two_replicas_at_the_gate_clear_a_period_exactly_once(pool: PgPool) {
 async fn strategies_trade_for_their_owners_once_per_period(pool: PgPool) {
     let t = town(&pool).await;
     let server = Server::start(pool.clone(), &mqtt_url()).await;
-    let a = server.addr;
+    let client = server.client();
+    let a = &client;
     let alice = &t.alice.1;
     let strategy = |s: Value| json!({"site": t.alice_site, "strategy": s});
-    let (s, created) = call(
-        a,
-        "POST",
-        "/v1/market/strategies",
-        alice,
-        Some(strategy(json!({"kind": "sell_from_battery", "min_price": 18, "reserve_soc_pct": 20}))),
-    )
-    .await;
+    let (s, created) = a
+        .call(
+            Method::POST,
+            "/v1/market/strategies",
+            alice,
+            Some(strategy(json!({"kind": "sell_from_battery", "min_price": 18, "reserve_soc_pct": 20}))),
+        )
+        .await;
     assert_eq!(s, 201, "{created}");
-    let (s, e) = call(
-        a,
-        "POST",
-        "/v1/market/strategies",
-        alice,
-        Some(strategy(json!({"kind": "sell_from_battery", "min_price": 5, "reserve_soc_pct": 20}))),
-    )
-    .await;
+    let (s, e) = a
+        .call(
+            Method::POST,
+            "/v1/market/strategies",
+            alice,
+            Some(strategy(json!({"kind": "sell_from_battery", "min_price": 5, "reserve_soc_pct": 20}))),
+        )
+        .await;
     assert_eq!(s, 409, "{e}");
-    let (s, e) = call(
-        a,
-        "POST",
-        "/v1/market/strategies",
-        alice,
-        Some(strategy(json!({"kind": "sell_surplus", "min_price": 99_999}))),
-    )
-    .await;
+    let (s, e) = a
+        .call(
+            Method::POST,
+            "/v1/market/strategies",
+            alice,
+            Some(strategy(json!({"kind": "sell_surplus", "min_price": 99_999}))),
+        )
+        .await;
     assert_eq!(
         (s, e["detail"].as_str().unwrap().contains("min_price must be 0 to 10000")),
         (422, true),
         "{e}"
     );
     let bob_battery = json!({"site": t.bob_site, "strategy": {"kind": "buy_to_charge", "max_price": 20, "target_soc_pct": 90}});
-    let (s, e) = call(a, "POST", "/v1/market/strategies", &t.bob.1, Some(bob_battery)).await;
+    let (s, e) = a.call(Method::POST, "/v1/market/strategies", &t.bob.1, Some(bob_battery)).await;
     assert_eq!((s, e["detail"].as_str().unwrap().contains("needs a battery")), (422, true), "{e}");
-    let (s, e) = call(
-        a,
-        "POST",
-        "/v1/market/strategies",
-        &t.bob.1,
-        Some(strategy(json!({"kind": "sell_surplus", "min_price": 1}))),
-    )
-    .await;
+    let (s, e) = a
+        .call(
+            Method::POST,
+            "/v1/market/strategies",
+            &t.bob.1,
+            Some(strategy(json!({"kind": "sell_surplus", "min_price": 1}))),
+        )
+        .await;
     assert_eq!(s, 403, "{e}");
 
     // Without readings, the battery is taken as half full: 5 kWh, 2 kWh reserved; 1 kWh a
@@ -415,7 +427,7 @@ async fn strategies_trade_for_their_owners_once_per_period(pool: PgPool) {
     let (x, y) = tokio::join!(run_strategies(&pool, &settings, now), run_strategies(&other, &settings, now));
     assert_eq!(x.unwrap() + y.unwrap(), 1, "one order, however many replicas run the job");
     assert_eq!(run_strategies(&pool, &settings, now).await.unwrap(), 0);
-    let (_, orders) = call(a, "GET", "/v1/market/orders", alice, None).await;
+    let (_, orders) = a.call(Method::GET, "/v1/market/orders", alice, None).await;
     let items = orders["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{orders}");
     assert_eq!(items[0]["automatic"], true);
@@ -425,11 +437,11 @@ async fn strategies_trade_for_their_owners_once_per_period(pool: PgPool) {
     assert_eq!(items[0]["energy_wh"], 1_000);
     assert_eq!(items[0]["period"], json!(settings.latest_closed(now).next()));
 
-    let (_, listed) = call(a, "GET", "/v1/market/strategies", alice, None).await;
+    let (_, listed) = a.call(Method::GET, "/v1/market/strategies", alice, None).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let path = format!("/v1/market/strategies/{}", created["id"].as_str().unwrap());
-    assert_eq!(call(a, "DELETE", &path, &t.bob.1, None).await.0, 404);
-    assert_eq!(call(a, "DELETE", &path, alice, None).await.0, 204);
-    assert_eq!(call(a, "GET", "/v1/market/strategies", alice, None).await.1, json!([]));
+    assert_eq!(a.call(Method::DELETE, &path, &t.bob.1, None).await.0, 404);
+    assert_eq!(a.call(Method::DELETE, &path, alice, None).await.0, 204);
+    assert_eq!(a.call(Method::GET, "/v1/market/strategies", alice, None).await.1, json!([]));
     server.stop().await;
 }

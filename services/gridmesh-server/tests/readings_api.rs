@@ -3,14 +3,15 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
 
 mod common;
+mod sim;
 
 use chrono::{Duration, Utc};
-use common::{Server, mqtt_url, request};
+use common::{Server, mqtt_url};
 use gridmesh_core::{GeoPoint, ReadingFlags, Role, Watts};
 use gridmesh_db::{IngestRow, NewUser};
-use gridmesh_loadgen::neighbourhood::provision;
 use gridmesh_loadgen::next_batch;
 use gridmesh_wire::KeyPair;
+use sim::provision;
 use sqlx::PgPool;
 
 async fn token(pool: &PgPool, role: Role) -> (gridmesh_core::UserId, String) {
@@ -53,11 +54,10 @@ async fn owners_operators_and_regulators_read_what_ingest_stored(pool: PgPool) {
     gridmesh_db::commit_ingest(&pool, &rows).await.unwrap();
 
     let server = Server::start(pool.clone(), &mqtt_url()).await;
-    let a = server.addr;
+    let client = server.client();
+    let api = &client;
     let site = homes[0].site;
-    let get = |path: String, auth: String| async move {
-        request(a, "GET", &path, &[("Authorization", auth.as_str())], None).await
-    };
+    let get = |path: String, auth: String| async move { api.get(&path).auth(&auth).await };
 
     let latest = get(format!("/v1/sites/{site}/latest"), owner_token.clone()).await;
     assert_eq!(latest.status, 200, "{}", latest.body);
@@ -118,13 +118,12 @@ async fn owners_operators_and_regulators_read_what_ingest_stored(pool: PgPool) {
     assert!(bad.json()["detail"].as_str().unwrap().contains("at most 7 days"));
 
     // An operator resolves the flagged period.
-    let json = [("Authorization", operator.as_str()), ("Content-Type", "application/json")];
     let body = format!(
         r#"{{"from":"{}","to":"{}"}}"#,
         (Utc::now() - Duration::hours(2)).to_rfc3339(),
         Utc::now().to_rfc3339()
     );
-    let resolved = request(a, "POST", &format!("/v1/sites/{site}/flags/resolve"), &json, Some(&body)).await;
+    let resolved = api.post(&format!("/v1/sites/{site}/flags/resolve")).auth(&operator).json_text(body).await;
     assert_eq!(resolved.status, 200, "{}", resolved.body);
     assert_eq!(resolved.json()["resolved_periods"], 1);
     server.stop().await;
@@ -145,16 +144,10 @@ async fn owners_enrol_agents_with_a_valid_unused_key(pool: PgPool) {
     );
     let (_, stranger) = token(&pool, Role::Homeowner).await;
     let server = Server::start(pool.clone(), &mqtt_url()).await;
-    let a = server.addr;
+    let client = server.client();
+    let api = &client;
     let post = |auth: String, body: String| async move {
-        request(
-            a,
-            "POST",
-            &format!("/v1/sites/{site}/agents"),
-            &[("Authorization", auth.as_str()), ("Content-Type", "application/json")],
-            Some(&body),
-        )
-        .await
+        api.post(&format!("/v1/sites/{site}/agents")).auth(&auth).json_text(body).await
     };
     let key = KeyPair::from_seed([0x31; 32]).public();
     let created = post(owner_token.clone(), format!(r#"{{"name":"garage pi","public_key":"{key}"}}"#)).await;

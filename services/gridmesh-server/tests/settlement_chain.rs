@@ -6,18 +6,21 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
 
 mod common;
+mod sim;
 
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{Server, mqtt_url, request};
+use common::{Server, mqtt_url};
 use gridmesh_chain::{Chain, parse_key};
 use gridmesh_core::{GeoPoint, Period, Reading, ReadingFlags, WattHours};
 use gridmesh_db::{IngestRow, NewOrder};
-use gridmesh_loadgen::neighbourhood::{SimHome, provision};
+use gridmesh_loadgen::neighbourhood::SimHome;
 use gridmesh_market::{GridFees, Network, Rules, Side};
-use gridmesh_server::settlement::{ChainLink, DeploymentFile, SettlementSettings, anchor_due, settle_due};
+use gridmesh_server::jobs::anchor::{ChainLink, DeploymentFile, anchor_due};
+use gridmesh_server::jobs::settlement::{SettlementSettings, settle_due};
 use gridmesh_testkit::{ANVIL_KEY_0, ANVIL_KEY_1, Anvil};
+use sim::provision;
 use sqlx::PgPool;
 
 /// Readings once a minute from the start of `from` to five minutes into `to`; home 0 exports
@@ -74,7 +77,8 @@ async fn cleared_period(pool: &PgPool, p: Period) -> Vec<SimHome> {
         Network::from_topology(&gridmesh_db::load_topology(pool).await.unwrap(), GridFees::default())
             .unwrap();
     for period in [p, p.next()] {
-        gridmesh_db::clear_period(pool, period, &network, Rules::default(), "test").await.unwrap().unwrap();
+        let clear = |book: &[_]| gridmesh_market::clear_hashed(&network, book, Rules::default());
+        gridmesh_db::clear_period(pool, period, "test", clear).await.unwrap().unwrap();
     }
     homes
 }
@@ -141,10 +145,11 @@ async fn a_period_is_settled_anchored_verified_and_rewarded(pool: PgPool) {
         .unwrap();
         (u.id, format!("Bearer {}", gridmesh_db::issue_token(&pool, u.id, "", None).await.unwrap().1))
     };
+    let api = server.client();
     let get = |path: String| {
         let operator = operator.clone();
-        let addr = server.addr;
-        async move { request(addr, "GET", &path, &[("Authorization", operator.as_str())], None).await }
+        let api = api.clone();
+        async move { api.get(&path).auth(&operator).await }
     };
     let summary = get(format!("/v1/settlements/{p}")).await;
     assert_eq!(summary.status, 200, "{}", summary.body);
@@ -273,12 +278,19 @@ async fn late_data_adds_adjusting_entries_and_never_edits(pool: PgPool) {
     let before: i64 =
         sqlx::query_scalar("SELECT count(*) FROM ledger_entries").fetch_one(&pool).await.unwrap();
     // Nothing changed yet: no new revision.
-    assert!(gridmesh_server::settlement::adjust_due(&pool, &settings, Utc::now()).await.unwrap().is_empty());
+    assert!(
+        gridmesh_server::jobs::settlement::adjust_due(&pool, &settings, Utc::now()).await.unwrap().is_empty()
+    );
 
     // An operator reviews the flags: the line is metered now, settled by adjusting entries.
     gridmesh_db::resolve_flags(&pool, homes[0].site, p.start(), p.end()).await.unwrap();
-    assert_eq!(gridmesh_server::settlement::adjust_due(&pool, &settings, Utc::now()).await.unwrap(), vec![p]);
-    assert!(gridmesh_server::settlement::adjust_due(&pool, &settings, Utc::now()).await.unwrap().is_empty());
+    assert_eq!(
+        gridmesh_server::jobs::settlement::adjust_due(&pool, &settings, Utc::now()).await.unwrap(),
+        vec![p]
+    );
+    assert!(
+        gridmesh_server::jobs::settlement::adjust_due(&pool, &settings, Utc::now()).await.unwrap().is_empty()
+    );
     let second = gridmesh_db::revision_lines(&pool, p, 2).await.unwrap();
     assert_eq!(second[0].status, gridmesh_settlement::LineStatus::Metered);
     assert_eq!(second[0].imbalance_wh, 100);
@@ -347,19 +359,19 @@ async fn device_keys_are_mirrored_to_the_meter_registry(pool: PgPool) {
     let registry = link.deployment.deployment.registry;
     let agent = *homes[0].agent.as_bytes();
     let first = *homes[0].key.public().as_bytes();
-    assert_eq!(gridmesh_server::settlement::sync_registry(&pool, &link).await.unwrap(), 2);
+    assert_eq!(gridmesh_server::jobs::anchor::sync_registry(&pool, &link).await.unwrap(), 2);
     assert_eq!(link.chain.registry_key(registry, agent).await.unwrap(), Some((first, true)));
-    assert_eq!(gridmesh_server::settlement::sync_registry(&pool, &link).await.unwrap(), 0, "nothing twice");
+    assert_eq!(gridmesh_server::jobs::anchor::sync_registry(&pool, &link).await.unwrap(), 0, "nothing twice");
 
     // Rotation: the old key is revoked on chain, then the new one registered.
     let rotated = [7_u8; 32];
     gridmesh_db::enroll_key(&pool, homes[0].agent, rotated).await.unwrap();
-    assert_eq!(gridmesh_server::settlement::sync_registry(&pool, &link).await.unwrap(), 2);
+    assert_eq!(gridmesh_server::jobs::anchor::sync_registry(&pool, &link).await.unwrap(), 2);
     assert_eq!(link.chain.registry_key(registry, agent).await.unwrap(), Some((rotated, true)));
 
     // Revocation.
     gridmesh_db::revoke_key(&pool, homes[1].agent, "stolen").await.unwrap();
-    assert_eq!(gridmesh_server::settlement::sync_registry(&pool, &link).await.unwrap(), 1);
+    assert_eq!(gridmesh_server::jobs::anchor::sync_registry(&pool, &link).await.unwrap(), 1);
     let (_, active) = link.chain.registry_key(registry, *homes[1].agent.as_bytes()).await.unwrap().unwrap();
     assert!(!active);
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use gridmesh_core::{GridNodeId, OrderId, Period, Role, Site, SiteId, StrategyId, UserId, WattHours};
 use gridmesh_db::{
-    ClearingSummary, DepthLevel, NewOrder, OrderFilter, OrderStatus, StoredOrder, StoredStrategy,
+    ClearingSummary, Commitment, DepthLevel, NewOrder, OrderFilter, OrderStatus, StoredOrder, StoredStrategy,
     StoredTrade, TradeFilter, ZonePrice,
 };
 use gridmesh_market::Side;
@@ -17,22 +17,22 @@ use gridmesh_market::strategy::Strategy;
 use serde::{Deserialize, Serialize};
 
 use super::Page;
-use crate::auth::Authenticated;
+use crate::auth::{Authenticated, SEE_ALL};
 use crate::error::{Json, Path, Query};
 use crate::{ApiError, AppState};
 
 /// Roles that place orders and set strategies.
 const TRADERS: &[Role] = &[Role::Homeowner, Role::Prosumer, Role::Operator];
-/// Roles that see every site's orders and trades.
-const SEE_ALL: &[Role] = &[Role::Operator, Role::Regulator];
+/// Roles that read lists of orders, trades and strategies (their own, or all for [`SEE_ALL`]).
+const READERS: &[Role] = &[Role::Homeowner, Role::Prosumer, Role::Operator, Role::Regulator];
 
 /// The site named in a request, if it exists and the caller may trade for it.
 async fn tradable_site(state: &AppState, caller: &Authenticated, id: SiteId) -> Result<Site, ApiError> {
-    let me = caller.require(TRADERS)?;
+    caller.require(TRADERS)?;
     let site = gridmesh_db::get_site(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::invalid("site", format!("no site {id}")))?;
-    if me.role == Role::Operator || site.owner == me.user_id {
+    if caller.can_act_for(&site) {
         Ok(site)
     } else {
         Err(ApiError::Denied(format!("site {id} is not yours; you can trade only for your own sites")))
@@ -40,9 +40,9 @@ async fn tradable_site(state: &AppState, caller: &Authenticated, id: SiteId) -> 
 }
 
 /// Whose orders and trades the caller sees: `None` for everyone's.
-fn visible_owner(caller: &Authenticated, allowed: &'static [Role]) -> Result<Option<UserId>, ApiError> {
-    let me = caller.require(allowed)?;
-    Ok((!SEE_ALL.contains(&me.role)).then_some(me.user_id))
+fn visible_owner(caller: &Authenticated) -> Result<Option<UserId>, ApiError> {
+    caller.require(READERS)?;
+    Ok(caller.visible_owner())
 }
 
 fn parse_period(field: &str, t: DateTime<Utc>) -> Result<Period, ApiError> {
@@ -59,7 +59,8 @@ pub struct OrderOut {
     side: Side,
     price_per_kwh: i64,
     energy_wh: i64,
-    status: OrderStatus,
+    /// `open`, `cancelled`, `replaced` or `cleared`.
+    status: &'static str,
     filled_wh: Option<i64>,
     fill_price: Option<i64>,
     placed_by: UserId,
@@ -81,7 +82,7 @@ impl From<StoredOrder> for OrderOut {
             side: o.side,
             price_per_kwh: o.price,
             energy_wh: o.energy.get(),
-            status: o.status,
+            status: o.status.as_str(),
             filled_wh: o.filled.map(WattHours::get),
             fill_price: o.fill_price,
             placed_by: o.placed_by,
@@ -203,11 +204,7 @@ async fn visible_order(
     let site = gridmesh_db::get_site(&state.pool, order.site)
         .await?
         .ok_or_else(|| ApiError::NotFound("order".into()))?;
-    if site.owner == caller.0.user_id || SEE_ALL.contains(&caller.0.role) {
-        Ok((order, site))
-    } else {
-        Err(ApiError::NotFound("order".into()))
-    }
+    if caller.can_see(&site) { Ok((order, site)) } else { Err(ApiError::NotFound("order".into())) }
 }
 
 /// `GET /v1/market/orders/{id}`.
@@ -294,7 +291,7 @@ pub async fn list(
     caller: Authenticated,
     Query(q): Query<OrderQuery>,
 ) -> Result<Json<Page<OrderOut>>, ApiError> {
-    let owner = visible_owner(&caller, &[Role::Homeowner, Role::Prosumer, Role::Operator, Role::Regulator])?;
+    let owner = visible_owner(&caller)?;
     let status = q
         .status
         .as_deref()
@@ -323,8 +320,68 @@ pub struct PeriodOut {
     /// `open` (orders accepted), `closed` (gate passed, clearing due) or `cleared`.
     status: &'static str,
     gate_closes_at: DateTime<Utc>,
-    clearing: Option<ClearingSummary>,
-    zones: Vec<ZonePrice>,
+    clearing: Option<ClearingOut>,
+    zones: Vec<ZonePriceOut>,
+}
+
+/// What a period's clearing stored, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ClearingOut {
+    period: Period,
+    cleared_at: DateTime<Utc>,
+    /// `pay_as_clear` or `pay_as_bid`.
+    pricing: String,
+    order_count: i32,
+    trade_count: i32,
+    volume_wh: i64,
+    /// Welfare in thousandths of a minor unit.
+    welfare_milli: i64,
+    /// SHA-256 of the result's canonical JSON, hex.
+    result_sha256: String,
+    /// The replica that cleared it.
+    cleared_by: String,
+}
+
+impl From<ClearingSummary> for ClearingOut {
+    fn from(c: ClearingSummary) -> Self {
+        Self {
+            period: c.period,
+            cleared_at: c.cleared_at,
+            pricing: c.pricing,
+            order_count: c.order_count,
+            trade_count: c.trade_count,
+            volume_wh: c.volume_wh,
+            welfare_milli: c.welfare_milli,
+            result_sha256: c.result_sha256,
+            cleared_by: c.cleared_by,
+        }
+    }
+}
+
+/// A zone's clearing price and flows, as the API shows them.
+#[derive(Debug, Serialize)]
+pub struct ZonePriceOut {
+    zone: GridNodeId,
+    /// `null` when no order reached the zone's market.
+    price_per_kwh: Option<i64>,
+    bought_wh: i64,
+    sold_wh: i64,
+    /// Net energy sent to the parent zone.
+    net_export_wh: i64,
+    congested: bool,
+}
+
+impl From<ZonePrice> for ZonePriceOut {
+    fn from(z: ZonePrice) -> Self {
+        Self {
+            zone: z.zone,
+            price_per_kwh: z.price_per_kwh,
+            bought_wh: z.bought_wh,
+            sold_wh: z.sold_wh,
+            net_export_wh: z.net_export_wh,
+            congested: z.congested,
+        }
+    }
 }
 
 /// A period from a path segment (its start, RFC 3339).
@@ -351,7 +408,7 @@ pub async fn period(
         (None, false) => "open",
     };
     let (clearing, zones) = match result {
-        Some((c, z)) => (Some(c), z),
+        Some((c, z)) => (Some(c.into()), z.into_iter().map(ZonePriceOut::from).collect()),
         None => (None, Vec::new()),
     };
     Ok(Json(PeriodOut { period, status, gate_closes_at: gate, clearing, zones }))
@@ -364,15 +421,49 @@ pub struct BookQuery {
     zone: Option<GridNodeId>,
 }
 
+/// Open energy at one price in one zone, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct DepthLevelOut {
+    zone: GridNodeId,
+    side: Side,
+    price: i64,
+    energy_wh: i64,
+    /// Number of orders.
+    orders: i64,
+}
+
+impl From<DepthLevel> for DepthLevelOut {
+    fn from(d: DepthLevel) -> Self {
+        Self { zone: d.zone, side: d.side, price: d.price, energy_wh: d.energy_wh, orders: d.orders }
+    }
+}
+
 /// `GET /v1/market/periods/{start}/book?zone=`: open energy per zone, side and price.
 pub async fn book(
     State(state): State<AppState>,
     _caller: Authenticated,
     Path(start): Path<String>,
     Query(q): Query<BookQuery>,
-) -> Result<Json<Vec<DepthLevel>>, ApiError> {
+) -> Result<Json<Vec<DepthLevelOut>>, ApiError> {
     let period = period_param(&start)?;
-    Ok(Json(gridmesh_db::book_depth(&state.pool, period, q.zone).await?))
+    let depth = gridmesh_db::book_depth(&state.pool, period, q.zone).await?;
+    Ok(Json(depth.into_iter().map(DepthLevelOut::from).collect()))
+}
+
+/// A site's net market position in a cleared period, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct CommitmentOut {
+    site: SiteId,
+    sold_wh: i64,
+    bought_wh: i64,
+    /// `sold_wh − bought_wh`.
+    net_wh: i64,
+}
+
+impl From<Commitment> for CommitmentOut {
+    fn from(c: Commitment) -> Self {
+        Self { site: c.site, sold_wh: c.sold_wh, bought_wh: c.bought_wh, net_wh: c.net_wh }
+    }
 }
 
 /// `GET /v1/market/periods/{start}/commitments` (operators and regulators): each site's net
@@ -382,10 +473,11 @@ pub async fn commitments(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(start): Path<String>,
-) -> Result<Json<Vec<gridmesh_db::Commitment>>, ApiError> {
+) -> Result<Json<Vec<CommitmentOut>>, ApiError> {
     caller.require(SEE_ALL)?;
     let period = period_param(&start)?;
-    Ok(Json(gridmesh_db::delivery_commitments(&state.pool, period).await?))
+    let commitments = gridmesh_db::delivery_commitments(&state.pool, period).await?;
+    Ok(Json(commitments.into_iter().map(CommitmentOut::from).collect()))
 }
 
 /// Query of `GET /v1/market/trades`.
@@ -398,14 +490,50 @@ pub struct TradeQuery {
     limit: Option<u32>,
 }
 
+/// A trade as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct TradeOut {
+    period: Period,
+    /// Position in the clearing's canonical order.
+    seq: i32,
+    sell_order: OrderId,
+    buy_order: OrderId,
+    seller_site: SiteId,
+    buyer_site: SiteId,
+    energy_wh: i64,
+    seller_price: i64,
+    buyer_price: i64,
+    /// Zones from seller to buyer.
+    path: Vec<GridNodeId>,
+    grid_fee_per_kwh: i64,
+}
+
+impl From<StoredTrade> for TradeOut {
+    fn from(t: StoredTrade) -> Self {
+        Self {
+            period: t.period,
+            seq: t.seq,
+            sell_order: t.sell_order,
+            buy_order: t.buy_order,
+            seller_site: t.seller_site,
+            buyer_site: t.buyer_site,
+            energy_wh: t.energy_wh,
+            seller_price: t.seller_price,
+            buyer_price: t.buyer_price,
+            path: t.path,
+            grid_fee_per_kwh: t.grid_fee_per_kwh,
+        }
+    }
+}
+
 /// `GET /v1/market/trades?site=&period=&after=&limit=`: trades of the caller's sites (all trades
 /// for operators and regulators), by period then position; `after` is `{period}/{seq}`.
 pub async fn trades(
     State(state): State<AppState>,
     caller: Authenticated,
     Query(q): Query<TradeQuery>,
-) -> Result<Json<Page<StoredTrade>>, ApiError> {
-    let owner = visible_owner(&caller, &[Role::Homeowner, Role::Prosumer, Role::Operator, Role::Regulator])?;
+) -> Result<Json<Page<TradeOut>>, ApiError> {
+    let owner = visible_owner(&caller)?;
     let limit = limit(q.limit)?;
     let after = q
         .after
@@ -429,7 +557,7 @@ pub async fn trades(
         limit,
     };
     let rows = gridmesh_db::list_trades(&state.pool, &filter).await?;
-    Ok(Json(Page::new(rows, limit, |t| format!("{}/{}", t.period, t.seq), |t| t)))
+    Ok(Json(Page::new(rows, limit, |t| format!("{}/{}", t.period, t.seq), TradeOut::from)))
 }
 
 /// Body of `POST /v1/market/strategies`.
@@ -440,13 +568,35 @@ pub struct NewStrategy {
     strategy: Strategy,
 }
 
+/// A standing strategy as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct StrategyOut {
+    id: StrategyId,
+    site: SiteId,
+    strategy: Strategy,
+    created_by: UserId,
+    created_at: DateTime<Utc>,
+}
+
+impl From<StoredStrategy> for StrategyOut {
+    fn from(s: StoredStrategy) -> Self {
+        Self {
+            id: s.id,
+            site: s.site,
+            strategy: s.strategy,
+            created_by: s.created_by,
+            created_at: s.created_at,
+        }
+    }
+}
+
 /// `POST /v1/market/strategies`: a standing strategy for one of the caller's sites (201); one of
 /// each kind per site.
 pub async fn create_strategy(
     State(state): State<AppState>,
     caller: Authenticated,
     Json(body): Json<NewStrategy>,
-) -> Result<(StatusCode, Json<StoredStrategy>), ApiError> {
+) -> Result<(StatusCode, Json<StrategyOut>), ApiError> {
     let site = tradable_site(&state, &caller, body.site).await?;
     body.strategy
         .validate(state.market.rules.max_price)
@@ -460,7 +610,7 @@ pub async fn create_strategy(
         ));
     }
     let stored = gridmesh_db::create_strategy(&state.pool, site.id, &body.strategy, caller.0.user_id).await?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
 /// Query of `GET /v1/market/strategies`.
@@ -476,9 +626,10 @@ pub async fn list_strategies(
     State(state): State<AppState>,
     caller: Authenticated,
     Query(q): Query<StrategyQuery>,
-) -> Result<Json<Vec<StoredStrategy>>, ApiError> {
-    let owner = visible_owner(&caller, &[Role::Homeowner, Role::Prosumer, Role::Operator, Role::Regulator])?;
-    Ok(Json(gridmesh_db::list_strategies(&state.pool, owner, q.site).await?))
+) -> Result<Json<Vec<StrategyOut>>, ApiError> {
+    let owner = visible_owner(&caller)?;
+    let strategies = gridmesh_db::list_strategies(&state.pool, owner, q.site).await?;
+    Ok(Json(strategies.into_iter().map(StrategyOut::from).collect()))
 }
 
 /// `DELETE /v1/market/strategies/{id}`: stops a strategy (204); orders it placed stay.
@@ -493,7 +644,7 @@ pub async fn delete_strategy(
     let site = gridmesh_db::get_site(&state.pool, s.site)
         .await?
         .ok_or_else(|| ApiError::NotFound("strategy".into()))?;
-    if site.owner != caller.0.user_id && caller.0.role != Role::Operator {
+    if !caller.can_act_for(&site) {
         return Err(ApiError::NotFound("strategy".into()));
     }
     gridmesh_db::disable_strategy(&state.pool, id).await?;

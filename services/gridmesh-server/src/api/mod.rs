@@ -9,10 +9,13 @@ use serde::Serialize;
 use crate::AppState;
 
 mod dispatch;
+mod grid;
 mod market;
 mod readings;
 mod settlements;
 mod users;
+
+pub use settlements::AnchorOut;
 
 /// Routes under `/v1`.
 pub fn router() -> Router<AppState> {
@@ -49,6 +52,11 @@ pub fn router() -> Router<AppState> {
         .route("/dispatch/plans", get(dispatch::list_plans))
         .route("/dispatch/plans/{id}", get(dispatch::get_plan))
         .route("/dispatch/setpoints", get(dispatch::list_setpoints))
+        // Provisioning with caller-chosen ids (operator): create unless it exists.
+        .route("/grid/nodes/{id}", put(grid::put_node))
+        .route("/sites/{id}", put(grid::put_site))
+        .route("/users/{id}", put(grid::put_user))
+        .route("/sites/{site}/agents/{agent}", put(grid::put_agent))
 }
 
 /// One page of a keyset-paged list.

@@ -1,11 +1,12 @@
 //! Telemetry as ingest stored it: latest readings, history (raw and 15-minute), sequence gaps
 //! and plausibility flags; agent enrolment. A site's data is visible to its owner, operators and
-//! regulators; utilities see aggregates only (their API comes with the balancing work).
+//! regulators ([`Authenticated::require_site`]); utilities see aggregates only (their API comes
+//! with the balancing work).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use gridmesh_core::{AgentId, GridNodeId, ReadingFlags, Role, Site, SiteId};
+use gridmesh_core::{AgentId, GridNodeId, Period, ReadingFlags, Role, SiteId, WattHours};
 use gridmesh_db::{Gap, LatestFilter, PeriodEnergy, StoredReading};
 use gridmesh_wire::PublicKey;
 use serde::{Deserialize, Serialize};
@@ -14,20 +15,6 @@ use super::Page;
 use crate::auth::Authenticated;
 use crate::error::{Json, Path, Query};
 use crate::{ApiError, AppState};
-
-/// Roles that see every site's readings.
-const SEE_ALL: &[Role] = &[Role::Operator, Role::Regulator];
-
-/// The site, if the caller may see it; "not found" otherwise, so ids cannot be probed.
-async fn visible_site(state: &AppState, caller: &Authenticated, id: SiteId) -> Result<Site, ApiError> {
-    let site =
-        gridmesh_db::get_site(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound("site".into()))?;
-    if site.owner == caller.0.user_id || SEE_ALL.contains(&caller.0.role) {
-        Ok(site)
-    } else {
-        Err(ApiError::NotFound("site".into()))
-    }
-}
 
 /// A reading as the API shows it.
 #[derive(Debug, Serialize)]
@@ -114,7 +101,7 @@ pub async fn latest(
     caller: Authenticated,
     Path(id): Path<SiteId>,
 ) -> Result<Json<ReadingOut>, ApiError> {
-    visible_site(&state, &caller, id).await?;
+    caller.require_site(&state, id).await?;
     let r = gridmesh_db::latest_reading(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("reading for this site".into()))?;
@@ -140,7 +127,7 @@ pub async fn history(
     Path(id): Path<SiteId>,
     Query(w): Query<Window>,
 ) -> Result<Json<Page<ReadingOut>>, ApiError> {
-    visible_site(&state, &caller, id).await?;
+    caller.require_site(&state, id).await?;
     let (from, to) = w.bounds(7)?;
     let limit = w.limit(1000, 5000)?;
     let after = w.after.as_deref().map(parse_cursor).transpose()?;
@@ -149,16 +136,73 @@ pub async fn history(
     Ok(Json(Page::new(rows, limit, cursor, ReadingOut::from)))
 }
 
+/// A site's energy in one 15-minute period, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct PeriodEnergyOut {
+    period: Period,
+    /// Readings received for it.
+    readings: i32,
+    /// Readings among them with flags.
+    flagged: i32,
+    /// Union of their flags.
+    flags: ReadingFlags,
+    /// Whether an operator resolved the flags.
+    resolved: bool,
+    /// Whether the previous period had data, so the energy covers the whole period.
+    complete: bool,
+    imported: Option<WattHours>,
+    exported: Option<WattHours>,
+    pv: Option<WattHours>,
+    battery_in: Option<WattHours>,
+    battery_out: Option<WattHours>,
+}
+
+impl From<PeriodEnergy> for PeriodEnergyOut {
+    fn from(e: PeriodEnergy) -> Self {
+        Self {
+            period: e.period,
+            readings: e.readings,
+            flagged: e.flagged,
+            flags: e.flags,
+            resolved: e.resolved,
+            complete: e.complete,
+            imported: e.imported,
+            exported: e.exported,
+            pv: e.pv,
+            battery_in: e.battery_in,
+            battery_out: e.battery_out,
+        }
+    }
+}
+
 /// `GET /v1/sites/{id}/energy?from=&to=`: 15-minute energy (integer Wh), at most 93 days.
 pub async fn energy(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(id): Path<SiteId>,
     Query(w): Query<Window>,
-) -> Result<Json<Vec<PeriodEnergy>>, ApiError> {
-    visible_site(&state, &caller, id).await?;
+) -> Result<Json<Vec<PeriodEnergyOut>>, ApiError> {
+    caller.require_site(&state, id).await?;
     let (from, to) = w.bounds(93)?;
-    Ok(Json(gridmesh_db::site_energy(&state.pool, id, from, to).await?))
+    let energy = gridmesh_db::site_energy(&state.pool, id, from, to).await?;
+    Ok(Json(energy.into_iter().map(PeriodEnergyOut::from).collect()))
+}
+
+/// A run of sequence numbers an agent has not delivered (yet), as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct GapOut {
+    agent: AgentId,
+    site: SiteId,
+    /// First missing sequence number.
+    first: u64,
+    /// Last missing sequence number (inclusive).
+    last: u64,
+}
+
+impl From<Gap> for GapOut {
+    fn from(g: Gap) -> Self {
+        Self { agent: g.agent, site: g.site, first: g.first, last: g.last }
+    }
 }
 
 /// `GET /v1/sites/{id}/gaps`: sequence numbers the site's agents have not delivered.
@@ -166,18 +210,20 @@ pub async fn site_gaps(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(id): Path<SiteId>,
-) -> Result<Json<Vec<Gap>>, ApiError> {
-    visible_site(&state, &caller, id).await?;
-    Ok(Json(gridmesh_db::gaps(&state.pool, Some(id), 10_000).await?))
+) -> Result<Json<Vec<GapOut>>, ApiError> {
+    caller.require_site(&state, id).await?;
+    let gaps = gridmesh_db::gaps(&state.pool, Some(id), 10_000).await?;
+    Ok(Json(gaps.into_iter().map(GapOut::from).collect()))
 }
 
 /// `GET /v1/ingest/gaps` (operator): every agent's gaps.
 pub async fn all_gaps(
     State(state): State<AppState>,
     caller: Authenticated,
-) -> Result<Json<Vec<Gap>>, ApiError> {
+) -> Result<Json<Vec<GapOut>>, ApiError> {
     caller.require(&[Role::Operator])?;
-    Ok(Json(gridmesh_db::gaps(&state.pool, None, 10_000).await?))
+    let gaps = gridmesh_db::gaps(&state.pool, None, 10_000).await?;
+    Ok(Json(gaps.into_iter().map(GapOut::from).collect()))
 }
 
 /// `GET /v1/sites/{id}/flags?from=&to=&limit=`: flagged readings.
@@ -187,7 +233,7 @@ pub async fn flags(
     Path(id): Path<SiteId>,
     Query(w): Query<Window>,
 ) -> Result<Json<Vec<ReadingOut>>, ApiError> {
-    visible_site(&state, &caller, id).await?;
+    caller.require_site(&state, id).await?;
     let (from, to) = w.bounds(31)?;
     let limit = w.limit(1000, 10_000)?;
     let rows = gridmesh_db::flagged_readings(&state.pool, id, from, to, limit).await?;
@@ -202,6 +248,13 @@ pub struct Resolve {
     to: DateTime<Utc>,
 }
 
+/// Answer of `POST /v1/sites/{id}/flags/resolve`.
+#[derive(Debug, Serialize)]
+pub struct ResolvedOut {
+    /// Periods that were flagged and are now reviewed.
+    resolved_periods: u64,
+}
+
 /// `POST /v1/sites/{id}/flags/resolve` (operator): mark the flagged periods in `[from, to)` as
 /// reviewed, so settlement may use them.
 pub async fn resolve(
@@ -209,15 +262,15 @@ pub async fn resolve(
     caller: Authenticated,
     Path(id): Path<SiteId>,
     Json(body): Json<Resolve>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ResolvedOut>, ApiError> {
     caller.require(&[Role::Operator])?;
-    visible_site(&state, &caller, id).await?;
+    caller.require_site(&state, id).await?;
     if body.from >= body.to {
         return Err(ApiError::invalid("from", "must be before to"));
     }
     let resolved = gridmesh_db::resolve_flags(&state.pool, id, body.from, body.to).await?;
     tracing::info!(site = %id, resolved, "flagged periods resolved");
-    Ok(Json(serde_json::json!({ "resolved_periods": resolved })))
+    Ok(Json(ResolvedOut { resolved_periods: resolved }))
 }
 
 /// Query of `GET /v1/readings/latest`.
@@ -254,7 +307,7 @@ pub async fn latest_all(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
-    let owner = (!SEE_ALL.contains(&caller.0.role)).then_some(caller.0.user_id);
+    let owner = caller.visible_owner();
     let rows = gridmesh_db::latest_readings(
         &state.pool,
         &LatestFilter { owner, feeder: p.feeder, after: p.after, limit },
@@ -278,6 +331,17 @@ pub struct Enrol {
     public_key: String,
 }
 
+/// Answer of `POST /v1/sites/{id}/agents`.
+///
+/// The fields are in alphabetical order, as this answer has always had them (it was a JSON map).
+#[derive(Debug, Serialize)]
+pub struct EnrolledOut {
+    agent_id: AgentId,
+    /// The enrolled key, 64 hex digits.
+    public_key: String,
+    site_id: SiteId,
+}
+
 /// `POST /v1/sites/{id}/agents` (the site's owner or an operator): register an agent and its
 /// device key; ingest accepts its telemetry from then on.
 pub async fn enrol(
@@ -285,9 +349,9 @@ pub async fn enrol(
     caller: Authenticated,
     Path(id): Path<SiteId>,
     Json(body): Json<Enrol>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let site = visible_site(&state, &caller, id).await?;
-    if site.owner != caller.0.user_id && caller.0.role != Role::Operator {
+) -> Result<(StatusCode, Json<EnrolledOut>), ApiError> {
+    let site = caller.require_site(&state, id).await?;
+    if !caller.can_act_for(&site) {
         return Err(ApiError::Forbidden { needed: &[Role::Operator], have: caller.0.role });
     }
     let key =
@@ -295,20 +359,21 @@ pub async fn enrol(
     if body.name.chars().count() > 200 {
         return Err(ApiError::invalid("name", "must be at most 200 characters"));
     }
-    let agent = gridmesh_db::create_agent(&state.pool, id, &body.name).await?;
-    gridmesh_db::enroll_key(&state.pool, agent, *key.as_bytes()).await.map_err(|e| match e.constraint() {
-        Some("agent_keys_unique_key") => ApiError::Conflict("this public key is already enrolled".into()),
-        _ => ApiError::from(e),
-    })?;
+    // One transaction: a key that is already enrolled leaves no agent behind.
+    let agent = gridmesh_db::enrol_agent(&state.pool, id, &body.name, *key.as_bytes()).await?;
     tracing::info!(site = %id, agent = %agent, "agent enrolled");
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "agent_id": agent, "site_id": id, "public_key": key.to_string() })),
-    ))
+    Ok((StatusCode::CREATED, Json(EnrolledOut { agent_id: agent, public_key: key.to_string(), site_id: id })))
+}
+
+/// Answer of `GET /v1/server-key`.
+#[derive(Debug, Serialize)]
+pub struct ServerKeyOut {
+    /// The server's ed25519 public key, 64 hex digits.
+    public_key: String,
 }
 
 /// `GET /v1/server-key`: the server's public key, for agents to verify what it signs.
-pub async fn server_key(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn server_key(State(state): State<AppState>) -> Result<Json<ServerKeyOut>, ApiError> {
     let key = state.server_key.ok_or_else(|| ApiError::NotFound("server key".into()))?;
-    Ok(Json(serde_json::json!({ "public_key": key.to_string() })))
+    Ok(Json(ServerKeyOut { public_key: key.to_string() }))
 }

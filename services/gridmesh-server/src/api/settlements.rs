@@ -4,8 +4,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use gridmesh_core::{Role, SiteId};
-use gridmesh_db::{AnchorRecord, SettlementSummary};
+use chrono::{DateTime, Utc};
+use gridmesh_core::{Period, SiteId};
+use gridmesh_db::AnchorRecord;
 use gridmesh_settlement::Line;
 use gridmesh_settlement::merkle::Tree;
 use serde::{Deserialize, Serialize};
@@ -19,13 +20,53 @@ use crate::{ApiError, AppState};
 /// A settled period.
 #[derive(Debug, Serialize)]
 pub struct SettlementOut {
-    #[serde(flatten)]
-    summary: SettlementSummary,
-    anchor: Option<AnchorRecord>,
+    period: Period,
+    settled_at: DateTime<Utc>,
+    /// Number of lines.
+    line_count: i32,
+    /// Metered energy exchanged with the grid, Wh.
+    total_wh: i64,
+    /// Merkle root, hex with 0x.
+    root: String,
+    anchor: Option<AnchorOut>,
     /// Each ledger account's balance for the period (operators and regulators only); they sum
     /// to zero.
     #[serde(skip_serializing_if = "Option::is_none")]
     balances: Option<Vec<(String, i64)>>,
+}
+
+/// Where a period's anchor stands, as the API shows it; also part of a proof document
+/// ([`ProofDocument`]), which `gridmesh verify` reads back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnchorOut {
+    /// The chain.
+    pub chain_id: u64,
+    /// The `SettlementAnchor` contract, hex with 0x.
+    pub contract: String,
+    /// Transaction hash, hex with 0x, once sent.
+    pub tx_hash: Option<String>,
+    /// Block of the transaction, once mined.
+    pub block_number: Option<i64>,
+    /// `pending` or `confirmed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+impl From<AnchorRecord> for AnchorOut {
+    fn from(a: AnchorRecord) -> Self {
+        Self {
+            chain_id: a.chain_id,
+            contract: a.contract,
+            tx_hash: a.tx_hash,
+            block_number: a.block_number,
+            status: a.status,
+            attempts: a.attempts,
+            last_error: a.last_error,
+        }
+    }
 }
 
 /// `GET /v1/settlements/{start}`: the settlement summary, its root and anchor.
@@ -38,13 +79,21 @@ pub async fn get_one(
     let (summary, _) = gridmesh_db::settlement_of(&state.pool, period)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("settlement of {period}")))?;
-    let anchor = gridmesh_db::anchor_of(&state.pool, period).await?;
-    let balances = if matches!(caller.0.role, Role::Operator | Role::Regulator) {
+    let anchor = gridmesh_db::anchor_of(&state.pool, period).await?.map(AnchorOut::from);
+    let balances = if caller.sees_all_sites() {
         Some(gridmesh_db::ledger_balances(&state.pool, period).await?)
     } else {
         None
     };
-    Ok(Json(SettlementOut { summary, anchor, balances }))
+    Ok(Json(SettlementOut {
+        period: summary.period,
+        settled_at: summary.settled_at,
+        line_count: summary.line_count,
+        total_wh: summary.total_wh,
+        root: summary.root,
+        anchor,
+        balances,
+    }))
 }
 
 /// `GET /v1/settlements/{start}/sites/{site}`: the site's line, decoded and encoded, with its
@@ -55,11 +104,7 @@ pub async fn line(
     Path((start, site)): Path<(String, SiteId)>,
 ) -> Result<Json<ProofDocument>, ApiError> {
     let period = period_param(&start)?;
-    let s =
-        gridmesh_db::get_site(&state.pool, site).await?.ok_or_else(|| ApiError::NotFound("site".into()))?;
-    if s.owner != caller.0.user_id && !matches!(caller.0.role, Role::Operator | Role::Regulator) {
-        return Err(ApiError::NotFound("site".into()));
-    }
+    caller.require_site(&state, site).await?;
     let (summary, lines) = gridmesh_db::settlement_of(&state.pool, period)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("settlement of {period}")))?;
@@ -69,7 +114,7 @@ pub async fn line(
         .map_err(|_| ApiError::NotFound(format!("line of site {site} in {period}")))?;
     let proof =
         tree.proof(idx).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no proof for index {idx}")))?;
-    let anchor = gridmesh_db::anchor_of(&state.pool, period).await?;
+    let anchor = gridmesh_db::anchor_of(&state.pool, period).await?.map(AnchorOut::from);
     Ok(Json(ProofDocument {
         period,
         period_index: period.index(),

@@ -15,9 +15,50 @@ use crate::{ApiError, AppState};
 
 const OPERATOR: &[Role] = &[Role::Operator];
 
+/// The caller's identity, as `GET /v1/me` shows it.
+#[derive(Debug, Serialize)]
+pub struct CallerOut {
+    user_id: UserId,
+    name: String,
+    role: Role,
+    /// The token this request was made with.
+    token_id: Uuid,
+}
+
+impl From<Caller> for CallerOut {
+    fn from(c: Caller) -> Self {
+        Self { user_id: c.user_id, name: c.name, role: c.role, token_id: c.token_id }
+    }
+}
+
 /// `GET /v1/me`: the caller's identity.
-pub async fn me(caller: Authenticated) -> Json<Caller> {
-    Json(caller.0)
+pub async fn me(caller: Authenticated) -> Json<CallerOut> {
+    Json(caller.0.into())
+}
+
+/// An account as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct UserOut {
+    id: UserId,
+    name: String,
+    email: Option<String>,
+    role: Role,
+    created_at: DateTime<Utc>,
+    /// When the account was disabled; its tokens stop working.
+    disabled_at: Option<DateTime<Utc>>,
+}
+
+impl From<User> for UserOut {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            name: u.name,
+            email: u.email,
+            role: u.role,
+            created_at: u.created_at,
+            disabled_at: u.disabled_at,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,7 +75,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Authenticated,
     Json(body): Json<CreateUser>,
-) -> Result<(StatusCode, Json<User>), ApiError> {
+) -> Result<(StatusCode, Json<UserOut>), ApiError> {
     caller.require(OPERATOR)?;
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 200 {
@@ -43,7 +84,7 @@ pub async fn create(
     let user =
         gridmesh_db::create_user(&state.pool, &NewUser { name, email: body.email, role: body.role }).await?;
     tracing::info!(user_id = %user.id, role = %user.role, "user created");
-    Ok((StatusCode::CREATED, Json(user)))
+    Ok((StatusCode::CREATED, Json(user.into())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,7 +100,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Authenticated,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page<User>>, ApiError> {
+) -> Result<Json<Page<UserOut>>, ApiError> {
     caller.require(OPERATOR)?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -68,7 +109,7 @@ pub async fn list(
     let items =
         gridmesh_db::list_users(&state.pool, &UserFilter { role: params.role, after: params.after, limit })
             .await?;
-    Ok(Json(Page::new(items, limit, |u| u.id.to_string(), |u| u)))
+    Ok(Json(Page::new(items, limit, |u| u.id.to_string(), UserOut::from)))
 }
 
 /// `GET /v1/users/{id}`: operators see anyone, others only themselves.
@@ -76,11 +117,13 @@ pub async fn get_one(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(id): Path<UserId>,
-) -> Result<Json<User>, ApiError> {
+) -> Result<Json<UserOut>, ApiError> {
     if caller.0.user_id != id {
         caller.require(OPERATOR)?;
     }
-    gridmesh_db::get_user(&state.pool, id).await?.map(Json).ok_or_else(|| ApiError::NotFound("user".into()))
+    let user =
+        gridmesh_db::get_user(&state.pool, id).await?.ok_or_else(|| ApiError::NotFound("user".into()))?;
+    Ok(Json(user.into()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,12 +135,30 @@ pub struct IssueToken {
     expires_at: Option<DateTime<Utc>>,
 }
 
+/// An issued token: its metadata and, this once, the secret.
 #[derive(Debug, Serialize)]
 pub struct IssuedToken {
-    #[serde(flatten)]
-    meta: ApiToken,
+    /// Token id (for revocation).
+    id: Uuid,
+    user_id: UserId,
+    label: String,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
     /// The secret, shown only in this answer.
     token: String,
+}
+
+impl IssuedToken {
+    fn new(meta: ApiToken, token: String) -> Self {
+        Self {
+            id: meta.id,
+            user_id: meta.user_id,
+            label: meta.label,
+            created_at: meta.created_at,
+            expires_at: meta.expires_at,
+            token,
+        }
+    }
 }
 
 /// `POST /v1/users/{id}/tokens` (operator): issue a token; the secret is in the answer only.
@@ -113,7 +174,7 @@ pub async fn issue_token(
     }
     let (meta, token) = gridmesh_db::issue_token(&state.pool, id, &body.label, body.expires_at).await?;
     tracing::info!(token_id = %meta.id, user_id = %id, "token issued");
-    Ok((StatusCode::CREATED, Json(IssuedToken { meta, token })))
+    Ok((StatusCode::CREATED, Json(IssuedToken::new(meta, token))))
 }
 
 /// `DELETE /v1/tokens/{id}` (operator): revoke a token.

@@ -1,18 +1,21 @@
-//! Helpers shared by the server's integration tests: a minimal HTTP/1.1 client, a TCP proxy
-//! that can cut a dependency off and bring it back, and a server started on port 0.
+//! Helpers shared by the server's integration tests: an HTTP client (reqwest) for the server
+//! under test, a TCP proxy that can cut a dependency off and bring it back, and a server started
+//! on port 0.
 
 #![allow(dead_code, unused_imports, reason = "each test binary uses a different subset")]
 
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use gridmesh_server::AppState;
 use gridmesh_server::broker::BrokerLink;
 use gridmesh_server::config::MqttUrl;
 use gridmesh_server::serve::Service;
+pub use reqwest::Method;
 use sqlx::PgPool;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -34,7 +37,152 @@ impl Answer {
     }
 }
 
-/// Sends one request over a fresh connection (`Connection: close`) and reads the whole answer.
+/// A client of one server: `http://{addr}` plus the path of each request.
+///
+/// Every request goes over a fresh connection (no idle connections are kept), as a separate
+/// caller would, so a connection the server closed (after a 413, say) or is closing on shutdown
+/// never carries the next request.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        let http = reqwest::Client::builder()
+            // The server is on loopback: never through an `HTTP_PROXY` of the environment.
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("build the HTTP client");
+        Self { http, base: format!("http://{addr}") }
+    }
+
+    /// A request for `path`, with its query string. Malformed values (`?limit=lots`) go out as
+    /// written; only what a URL cannot hold raw (spaces, quotes, `#`) would be percent-encoded.
+    pub fn request(&self, method: Method, path: &str) -> Request {
+        Request(self.http.request(method, format!("{}{path}", self.base)))
+    }
+
+    pub fn get(&self, path: &str) -> Request {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> Request {
+        self.request(Method::POST, path)
+    }
+
+    pub fn put(&self, path: &str) -> Request {
+        self.request(Method::PUT, path)
+    }
+
+    pub fn delete(&self, path: &str) -> Request {
+        self.request(Method::DELETE, path)
+    }
+
+    /// A JSON call with an `Authorization` header: the status and the JSON answer (null if empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.request(method, path).auth(auth);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let a = req.send().await;
+        let json = if a.body.is_empty() { serde_json::Value::Null } else { a.json() };
+        (a.status, json)
+    }
+
+    /// Polls `path` until it answers `status`, or panics after `within`.
+    pub async fn wait_for_status(&self, path: &str, status: u16, within: Duration) -> Answer {
+        let deadline = Instant::now() + within;
+        loop {
+            let answer = self.get(path).await;
+            if answer.status == status {
+                return answer;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} still answers {} after {within:?}: {}",
+                answer.status,
+                answer.body
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A request being built; `.await` (or [`Request::send`]) sends it and reads the whole answer.
+#[must_use = "a request does nothing until awaited"]
+pub struct Request(reqwest::RequestBuilder);
+
+impl Request {
+    pub fn header(self, name: &str, value: &str) -> Self {
+        Self(self.0.header(name, value))
+    }
+
+    /// An `Authorization` header with exactly this value (`Bearer …`, or a wrong scheme).
+    pub fn auth(self, value: &str) -> Self {
+        self.header("Authorization", value)
+    }
+
+    /// This exact text as the body, with no `Content-Type` unless one is set with
+    /// [`Request::header`].
+    pub fn body(self, text: impl Into<String>) -> Self {
+        Self(self.0.body(text.into()))
+    }
+
+    /// This exact text as the body, with `Content-Type: application/json`; it need not be JSON
+    /// (bad bodies are sent on purpose).
+    pub fn json_text(self, text: impl Into<String>) -> Self {
+        self.header("Content-Type", "application/json").body(text)
+    }
+
+    /// `value` serialized as the body, with `Content-Type: application/json`.
+    pub fn json(self, value: &serde_json::Value) -> Self {
+        Self(self.0.json(value))
+    }
+
+    /// Sends the request and reads the whole answer. A server may answer (413, say) and close
+    /// before it read all of a large body: reqwest (hyper) reads the answer while it still
+    /// writes the body, and a write that fails after the answer arrived does not lose it.
+    pub async fn send(self) -> Answer {
+        let (client, request) = self.0.build_split();
+        let request = request.expect("a valid request");
+        let what = format!("{} {}", request.method(), request.url());
+        let response = client
+            .execute(request)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: no answer: {:?}", anyhow::Error::from(e)));
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = response.bytes().await.unwrap_or_else(|e| panic!("{what}: reading the answer: {e:?}"));
+        let body = String::from_utf8(body.to_vec()).unwrap_or_else(|e| panic!("{what}: not UTF-8: {e}"));
+        Answer { status, headers, body }
+    }
+}
+
+impl IntoFuture for Request {
+    type Output = Answer;
+    type IntoFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// Sends one request; the helper of the tests before [`Client`], kept for tests still written
+/// against it. Prefer `Client::new(addr).request(..)`.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -42,73 +190,25 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Answer {
-    let stream = TcpStream::connect(addr).await.expect("connect to the server");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let method = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut req = Client::new(addr).request(method, path);
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        req = req.header(k, v);
     }
     if let Some(b) = body {
-        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        req = req.body(b);
     }
-    req.push_str("\r\n");
-    if let Some(b) = body {
-        req.push_str(b);
-    }
-    // Write and read at once: a server may answer (413, say) and close before reading a large
-    // body, so a failed write, or a reset after the answer arrived, is not a failed request.
-    let (mut reader, mut writer) = stream.into_split();
-    let send = tokio::spawn(async move {
-        let _ = writer.write_all(req.as_bytes()).await;
-        writer
-    });
-    let mut raw = Vec::new();
-    let read: std::io::Result<()> = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut chunk = [0_u8; 8192];
-        loop {
-            match reader.read(&mut chunk).await {
-                Ok(0) => return Ok(()),
-                Ok(n) => raw.extend_from_slice(&chunk[..n]),
-                Err(_) if !raw.is_empty() => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-    })
-    .await
-    .expect("answer within 20 s");
-    read.expect("read answer");
-    drop(send.await);
-    let text = String::from_utf8(raw).expect("UTF-8 answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
-    let mut lines = head.lines();
-    let status: u16 =
-        lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Answer { status, headers, body: body.to_owned() }
+    req.await
 }
 
+/// `GET path`; kept for tests still written against it. Prefer `Client::get`.
 pub async fn get(addr: SocketAddr, path: &str) -> Answer {
-    request(addr, "GET", path, &[], None).await
+    Client::new(addr).get(path).await
 }
 
-/// Polls `path` until it answers `status`, or panics after `within`.
+/// Kept for tests still written against it. Prefer `Client::wait_for_status`.
 pub async fn wait_for_status(addr: SocketAddr, path: &str, status: u16, within: Duration) -> Answer {
-    let deadline = Instant::now() + within;
-    loop {
-        let answer = get(addr, path).await;
-        if answer.status == status {
-            return answer;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} still answers {} after {within:?}: {}",
-            answer.status,
-            answer.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    Client::new(addr).wait_for_status(path, status, within).await
 }
 
 pub use gridmesh_testkit::Proxy;
@@ -130,7 +230,10 @@ pub struct Server {
 
 impl Server {
     pub async fn start(pool: PgPool, mqtt: &MqttUrl) -> Self {
-        let state = AppState::new(pool, BrokerLink::spawn(mqtt, "gridmesh-test"));
+        let state = AppState::new(
+            pool,
+            BrokerLink::spawn(mqtt, "gridmesh-test").expect("a plain mqtt:// test broker"),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -142,6 +245,11 @@ impl Server {
             Duration::from_secs(2),
         ));
         Self { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    /// A client of this server.
+    pub fn client(&self) -> Client {
+        Client::new(self.addr)
     }
 
     /// Stops the server and waits for it to finish.
@@ -170,7 +278,8 @@ pub async fn user(pool: &PgPool, name: &str, role: gridmesh_core::Role) -> (grid
     (u.id, format!("Bearer {token}"))
 }
 
-/// A JSON call with an `Authorization` header: the status and the JSON answer (null if empty).
+/// A JSON call with an `Authorization` header; kept for tests still written against it. Prefer
+/// `Client::call`.
 pub async fn call(
     addr: SocketAddr,
     method: &str,
@@ -178,12 +287,6 @@ pub async fn call(
     auth: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let body = body.map(|b| b.to_string());
-    let mut headers = vec![("Authorization", auth)];
-    if body.is_some() {
-        headers.push(("Content-Type", "application/json"));
-    }
-    let a = request(addr, method, path, &headers, body.as_deref()).await;
-    let json = if a.body.is_empty() { serde_json::Value::Null } else { a.json() };
-    (a.status, json)
+    let method = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    Client::new(addr).call(method, path, auth, body).await
 }

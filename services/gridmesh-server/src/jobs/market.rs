@@ -1,4 +1,4 @@
-//! The market's jobs: clearing each period at gate closure, and placing the orders of standing
+//! The market job: clearing each period at gate closure, and placing the orders of standing
 //! strategies before it.
 //!
 //! Both are safe with several replicas: clearing takes the period's lock and is written once
@@ -7,14 +7,16 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use chrono::{DateTime, Utc};
 use gridmesh_core::forecast::{Baseline, Forecaster};
 use gridmesh_core::{Period, WattHours};
 use gridmesh_db::{ClearingSummary, DbError, NewOrder, Pool, StoredStrategy};
 use gridmesh_market::strategy::{BatteryOutlook, Outlook};
 use gridmesh_market::{GridFees, Network, Pricing, Rules};
-use tokio::sync::watch;
 
+use super::{Job, JobCtx, Shutdown};
 use crate::config::{MarketArgs, PricingArg};
 
 /// Market rules and timing, shared by the API and the jobs.
@@ -101,7 +103,8 @@ pub async fn clear_due(
     let mut done = Vec::new();
     for period in due {
         let started = Instant::now();
-        match gridmesh_db::clear_period(pool, period, &network, settings.rules, replica).await? {
+        let clear = |book: &[_]| gridmesh_market::clear_hashed(&network, book, settings.rules);
+        match gridmesh_db::clear_period(pool, period, replica, clear).await? {
             Some((summary, _)) => {
                 metrics::counter!("gridmesh_market_clearings_total").increment(1);
                 metrics::histogram!("gridmesh_market_clearing_seconds")
@@ -213,29 +216,26 @@ async fn place_for(
 /// forecast changes slowly; each look reads a week of the site's history).
 const STRATEGY_EVERY: Duration = Duration::from_secs(60);
 
-/// Runs the clearing every `settings.tick` and the strategies every minute, until `stop` turns
-/// true.
-pub async fn run(pool: Pool, settings: MarketSettings, replica: String, mut stop: watch::Receiver<bool>) {
+/// Runs the clearing every `settings.tick` and the strategies every minute, until `shutdown`.
+pub async fn run(ctx: JobCtx, mut shutdown: Shutdown) {
+    let settings = ctx.settings.market;
     let mut every = tokio::time::interval(settings.tick);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut strategies_ran: Option<(Instant, Period)> = None;
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    while !shutdown.tick(&mut every).await {
         let now = Utc::now();
-        if let Err(e) = clear_due(&pool, &settings, now, &replica).await {
-            tracing::warn!(error = %e, "market clearing failed; retrying at the next tick");
-        }
-        // A new open period is looked at at once; the same one again after a minute.
-        let next = settings.latest_closed(now).next();
-        if strategies_ran.is_some_and(|(at, p)| p == next && at.elapsed() < STRATEGY_EVERY) {
-            continue;
-        }
-        match run_strategies(&pool, &settings, now).await {
-            Ok(_) => strategies_ran = Some((Instant::now(), next)),
-            Err(e) => tracing::warn!(error = %e, "strategy orders failed; retrying at the next tick"),
-        }
+        let pool = &ctx.pool;
+        ctx.round(Job::Market, "market round", async {
+            let cleared = clear_due(pool, &settings, now, &ctx.process).await;
+            // A new open period is looked at at once; the same one again after a minute.
+            let next = settings.latest_closed(now).next();
+            if !strategies_ran.is_some_and(|(at, p)| p == next && at.elapsed() < STRATEGY_EVERY) {
+                run_strategies(pool, &settings, now).await.context("placing strategy orders")?;
+                strategies_ran = Some((Instant::now(), next));
+            }
+            cleared.context("clearing the market")?;
+            Ok(())
+        })
+        .await;
     }
 }

@@ -7,12 +7,18 @@
 
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use gridmesh_core::{GeoPoint, Watts};
 use gridmesh_db::{LatestFilter, NewUtilityRequest, RequestKind};
+use gridmesh_e2e::provision;
 use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
 use gridmesh_loadgen::edge::{Central, agent_config};
-use gridmesh_loadgen::neighbourhood::{SimHome, Speaker, provision_for};
-use gridmesh_server::dispatch::{DispatchSettings, run};
+use gridmesh_loadgen::neighbourhood::{SimHome, Speaker};
+use gridmesh_optimizer::grid::PlanSettings;
+use gridmesh_server::broker::BrokerLink;
+use gridmesh_server::config::{Cli, Command};
+use gridmesh_server::jobs::dispatch::DispatchSettings;
+use gridmesh_server::jobs::{JobBoard, JobCtx, JobSettings, Shutdown};
 use gridmesh_sim::device::{Profile, SimDevice};
 use gridmesh_sim::server::Running;
 use gridmesh_testkit::Mosquitto;
@@ -61,7 +67,7 @@ async fn a_feeder_cap_is_held_by_the_batteries_in_the_measured_telemetry(pool: P
     let broker = Mosquitto::start().await;
     let server_key = KeyPair::from_seed([42; 32]);
     let homes: Vec<SimHome> =
-        provision_for(&pool, "cap street", 6, GeoPoint { lat: 52.5, lon: 13.4 }, Speaker::EdgeAgent)
+        provision(&pool, "cap street", 6, GeoPoint { lat: 52.5, lon: 13.4 }, Speaker::EdgeAgent)
             .await
             .unwrap()
             .into_iter()
@@ -96,7 +102,7 @@ async fn a_feeder_cap_is_held_by_the_batteries_in_the_measured_telemetry(pool: P
     }
     // Ingest stores what the agents send.
     let mut ingest = IngestConfig::new(
-        BrokerAddr { host: "127.0.0.1".into(), port: broker.port, credentials: None },
+        BrokerAddr::plain("127.0.0.1", broker.port),
         "dispatch-test-ingest".into(),
         server_key.clone(),
     );
@@ -130,20 +136,25 @@ async fn a_feeder_cap_is_held_by_the_batteries_in_the_measured_telemetry(pool: P
     assert!(baseline > cap, "without the request the feeder is above the cap");
 
     // The loop plans in 20-second steps and sends setpoints; the agents apply them.
-    let settings = DispatchSettings {
-        step: chrono::Duration::seconds(20),
-        steps: 12,
-        tick: Duration::from_millis(500),
-        ..DispatchSettings::default()
+    let Command::Serve(config) = Cli::try_parse_from(["gridmesh", "serve"]).unwrap().command else {
+        panic!("serve parses")
     };
-    let dispatch = tokio::spawn(run(
-        pool.clone(),
-        settings,
-        format!("mqtt://127.0.0.1:{}", broker.port).parse().unwrap(),
-        server_key.clone(),
-        "dispatch-test".into(),
-        stop_rx.clone(),
-    ));
+    let mut settings = JobSettings::from_config(&config);
+    settings.dispatch = DispatchSettings {
+        plan: PlanSettings { step: chrono::Duration::seconds(20), steps: 12, ..PlanSettings::default() },
+        tick: Duration::from_millis(500),
+    };
+    let link = format!("mqtt://127.0.0.1:{}", broker.port).parse().unwrap();
+    let ctx = JobCtx {
+        pool: pool.clone(),
+        broker: BrokerLink::spawn(&link, "dispatch-test").unwrap(),
+        server_key: server_key.clone(),
+        settings: std::sync::Arc::new(settings),
+        board: JobBoard::default(),
+        process: "dispatch-test".into(),
+    };
+    let (stop_dispatch, shutdown) = Shutdown::new();
+    let dispatch = tokio::spawn(gridmesh_server::jobs::dispatch::run(ctx, shutdown));
     let applied_at = wait_for(Duration::from_secs(30), async || {
         let records = gridmesh_db::setpoint_records(
             &pool,
@@ -182,6 +193,7 @@ async fn a_feeder_cap_is_held_by_the_batteries_in_the_measured_telemetry(pool: P
     }
 
     let _ = stop.send(true);
+    let _ = stop_dispatch.send(true);
     for a in agents {
         a.await.unwrap().unwrap();
     }

@@ -23,7 +23,10 @@ async fn the_device_key_is_enrolled_for_the_site(pool: PgPool) {
         .unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
         .parse()
         .unwrap();
-    let mut state = AppState::new(pool.clone(), BrokerLink::spawn(&mqtt, "enroll-test"));
+    let mut state = AppState::new(
+        pool.clone(),
+        BrokerLink::spawn(&mqtt, "enroll-test").expect("a plain mqtt:// test broker"),
+    );
     let server_key = KeyPair::from_seed([4; 32]);
     state.server_key = Some(server_key.public());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

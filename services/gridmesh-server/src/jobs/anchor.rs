@@ -1,62 +1,28 @@
-//! The settlement jobs: settle each cleared period once its metering is complete (or its grace
-//! window has passed), anchor the root on chain, and publish the period's token rewards.
+//! The anchor job, the one writer to the chain with the operator key: anchor each settled
+//! period's root, publish its token rewards, and mirror device keys to the `MeterRegistry`.
+//! One writer, so the operator account's nonces never race.
 //!
-//! Every step is idempotent and safe with replicas: a period's settlement is written once
-//! (primary key), the contract refuses a second anchor of a period and is asked before every
-//! send, and a distribution is published only when the contract has none for the period.
+//! Every step is idempotent and safe across restarts: the contract refuses a second anchor of
+//! a period and is asked before every send, and a distribution is published only when the
+//! contract has none for the period.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use gridmesh_chain::{Chain, ChainError, Deployment};
 use gridmesh_core::Period;
 use gridmesh_db::{DbError, Pool};
-use gridmesh_settlement::rewards::{distribute, emission_for};
-use gridmesh_settlement::{PeriodInput, Tariffs, settle};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
-use crate::config::{ChainArgs, SettlementArgs};
+use super::{Job, JobCtx, Shutdown};
+use crate::config::ChainArgs;
 
-/// How far back the job looks for unsettled periods.
-const LOOKBACK_PERIODS: i64 = 2 * 96;
+/// How often the job looks for work.
+const TICK: Duration = Duration::from_secs(10);
 
-/// Settlement settings.
-#[derive(Debug, Clone, Copy)]
-pub struct SettlementSettings {
-    /// Prices.
-    pub tariffs: Tariffs,
-    /// How long after a period ends it settles even with sites missing.
-    pub grace: chrono::Duration,
-}
-
-impl SettlementSettings {
-    /// From the command line.
-    #[must_use]
-    pub fn from_args(a: &SettlementArgs) -> Self {
-        Self {
-            tariffs: Tariffs {
-                import_price: a.tariff_import,
-                feed_in_price: a.tariff_feed_in,
-                grid_fee_per_kwh: a.tariff_grid_fee,
-                daily_fee: a.tariff_daily_fee,
-            },
-            grace: chrono::Duration::from_std(a.settlement_grace)
-                .unwrap_or_else(|_| chrono::Duration::minutes(5)),
-        }
-    }
-}
-
-impl Default for SettlementSettings {
-    fn default() -> Self {
-        Self {
-            tariffs: Tariffs { import_price: 30, feed_in_price: 8, grid_fee_per_kwh: 10, daily_fee: 40 },
-            grace: chrono::Duration::minutes(5),
-        }
-    }
-}
+/// Longest wait between rounds after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// What `gridmesh chain deploy` writes: the contracts and the rewards' genesis period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,91 +98,6 @@ impl ChainLink {
             tx_timeout: args.chain_tx_timeout,
         }))
     }
-}
-
-/// Settles `period` from what the database holds now (IO-free [`settle`] on its inputs).
-async fn settle_period(
-    pool: &Pool,
-    settings: &SettlementSettings,
-    period: Period,
-) -> Result<gridmesh_settlement::Settlement, DbError> {
-    let input = PeriodInput {
-        period,
-        tariffs: settings.tariffs,
-        sites: gridmesh_db::settlement_sites(pool, period).await?,
-        trades: gridmesh_db::settlement_trades(pool, period).await?,
-    };
-    settle(&input).map_err(|e| DbError::Invalid { field: "settlement", reason: e.to_string() })
-}
-
-/// Settles every cleared period that is due at `now`; returns the periods settled.
-///
-/// # Errors
-/// Database errors.
-pub async fn settle_due(
-    pool: &Pool,
-    settings: &SettlementSettings,
-    genesis: Option<Period>,
-    now: DateTime<Utc>,
-) -> Result<Vec<Period>, DbError> {
-    let latest = Period::containing(now).prev();
-    let mut done = Vec::new();
-    for period in gridmesh_db::periods_to_settle(pool, latest.offset(-LOOKBACK_PERIODS), latest).await? {
-        if now < period.end() + settings.grace && !gridmesh_db::metering_complete(pool, period).await? {
-            continue;
-        }
-        let s = settle_period(pool, settings, period).await?;
-        if !gridmesh_db::store_settlement(pool, &s, &settings.tariffs).await? {
-            continue;
-        }
-        metrics::counter!("gridmesh_settlement_periods_total").increment(1);
-        tracing::info!(
-            period = %period,
-            lines = s.lines.len(),
-            total_wh = s.total_wh,
-            root = %hex::encode(s.root()),
-            "period settled"
-        );
-        if let Some(genesis) = genesis {
-            let accounts = gridmesh_db::site_reward_addresses(pool).await?;
-            let d = distribute(period, emission_for(period, genesis), &s.lines, |site| {
-                accounts.get(&site).copied()
-            });
-            gridmesh_db::store_distribution(pool, &d).await?;
-        }
-        done.push(period);
-    }
-    Ok(done)
-}
-
-/// Re-settles periods whose lines waited for metering (flagged or missing) once their data
-/// arrived or was reviewed: a new revision with the new lines, and adjusting ledger entries for
-/// the difference; nothing posted before is changed, and revision 1 stays the anchored one.
-/// Returns the periods adjusted.
-///
-/// # Errors
-/// Database errors.
-pub async fn adjust_due(
-    pool: &Pool,
-    settings: &SettlementSettings,
-    now: DateTime<Utc>,
-) -> Result<Vec<Period>, DbError> {
-    let since = Period::containing(now).offset(-LOOKBACK_PERIODS);
-    let mut done = Vec::new();
-    for (period, revision) in gridmesh_db::periods_awaiting_data(pool, since).await? {
-        let s = settle_period(pool, settings, period).await?;
-        if gridmesh_db::revision_lines(pool, period, revision).await? == s.lines {
-            continue;
-        }
-        let posted = gridmesh_db::period_postings(pool, period).await?;
-        let entries = gridmesh_settlement::adjustments(&posted, &s.postings);
-        if gridmesh_db::store_adjustment(pool, &s, &settings.tariffs, revision + 1, &entries).await? {
-            metrics::counter!("gridmesh_settlement_adjustments_total").increment(1);
-            tracing::info!(period = %period, revision = revision + 1, entries = entries.len(), "late data adjusted");
-            done.push(period);
-        }
-    }
-    Ok(done)
 }
 
 /// Anchors settled periods and publishes reward distributions; returns the periods anchored.
@@ -341,62 +222,43 @@ pub async fn sync_registry(pool: &Pool, link: &ChainLink) -> Result<usize, DbErr
     Ok(sent)
 }
 
-/// Runs settlement every `tick`, and anchoring when a chain is configured, until `stop`.
-/// Failures back off exponentially up to five minutes.
-pub async fn run(
-    pool: Pool,
-    settings: SettlementSettings,
-    chain: ChainArgs,
-    tick: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Connects to the chain when one is configured, then anchors, publishes rewards and mirrors
+/// keys every `tick` until `shutdown`. Failures back off exponentially up to five minutes;
+/// while something stays unanchored the link is made again, so a node that restarted or lost
+/// transactions gets fresh nonces. Without `--chain-rpc-url` the job has nothing to do.
+pub async fn run(ctx: JobCtx, mut shutdown: Shutdown) {
+    let chain = &ctx.settings.chain;
+    if chain.chain_rpc_url.is_none() {
+        tracing::info!("no chain configured (--chain-rpc-url): nothing is anchored");
+        shutdown.wait().await;
+        return;
+    }
     let mut link: Option<ChainLink> = None;
-    let mut backoff = tick;
+    let mut backoff = TICK;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if shutdown.sleep(backoff).await {
+            return;
         }
-        let mut failed = false;
-        if link.is_none() && chain.chain_rpc_url.is_some() {
-            match ChainLink::connect(&chain).await {
-                Ok(l) => link = l,
-                Err(e) => {
-                    // Backs off like any failure, so a missing deployment does not log every tick.
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "chain not available; settling without anchoring for now"
-                    );
-                    failed = true;
+        let pool = &ctx.pool;
+        let ok = ctx
+            .round(Job::Anchor, "anchor round", async {
+                if link.is_none() {
+                    link = ChainLink::connect(chain).await.context("chain not available")?;
                 }
-            }
-        }
-        let genesis = link.as_ref().and_then(|l| l.deployment.genesis().ok());
-        if let Err(e) = settle_due(&pool, &settings, genesis, Utc::now()).await {
-            tracing::warn!(error = %e, "settlement failed; retrying");
-            failed = true;
-        }
-        if let Err(e) = adjust_due(&pool, &settings, Utc::now()).await {
-            tracing::warn!(error = %e, "adjusting for late data failed; retrying");
-            failed = true;
-        }
-        if let Some(l) = &link {
-            if let Err(e) = anchor_due(&pool, l).await {
-                tracing::warn!(error = %e, "anchoring bookkeeping failed; retrying");
-                failed = true;
-            }
-            if let Err(e) = sync_registry(&pool, l).await {
-                tracing::warn!(error = %e, "registry bookkeeping failed; retrying");
-                failed = true;
-            }
-            if gridmesh_db::anchors_due(&pool, 1).await.is_ok_and(|due| !due.is_empty()) {
-                // Something is still unanchored: reconnect next time, so a node that restarted
-                // or lost transactions gets fresh nonces.
-                failed = true;
-                link = None;
-            }
-        }
-        backoff = if failed { (backoff * 2).min(Duration::from_secs(300)) } else { tick };
+                let Some(l) = &link else { return Ok(()) };
+                let anchored = anchor_due(pool, l).await.context("anchoring bookkeeping");
+                let mirrored = sync_registry(pool, l).await.context("registry bookkeeping");
+                if gridmesh_db::anchors_due(pool, 1).await.is_ok_and(|due| !due.is_empty()) {
+                    link = None;
+                    anyhow::bail!("periods are still unanchored; reconnecting to the chain");
+                }
+                anchored?;
+                mirrored?;
+                Ok(())
+            })
+            .await
+            .is_some();
+        backoff = if ok { TICK } else { (backoff * 2).min(MAX_BACKOFF) };
     }
 }
 

@@ -1,0 +1,185 @@
+//! The settlement job: settle each cleared period once its metering is complete (or its grace
+//! window has passed), with its token rewards, and re-settle periods whose late data arrived.
+//!
+//! Every step is idempotent: a period's settlement is written once (primary key), and an
+//! adjustment only when the lines changed.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use gridmesh_core::Period;
+use gridmesh_db::{DbError, Pool};
+use gridmesh_settlement::rewards::{distribute, emission_for};
+use gridmesh_settlement::{PeriodInput, Tariffs, settle};
+
+use super::{Job, JobCtx, Shutdown};
+use crate::config::SettlementArgs;
+
+/// How often the job looks for due periods.
+const TICK: Duration = Duration::from_secs(10);
+
+/// Longest wait between rounds after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// How far back the job looks for unsettled periods.
+const LOOKBACK_PERIODS: i64 = 2 * 96;
+
+/// Settlement settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SettlementSettings {
+    /// Prices.
+    pub tariffs: Tariffs,
+    /// How long after a period ends it settles even with sites missing.
+    pub grace: chrono::Duration,
+}
+
+impl SettlementSettings {
+    /// From the command line.
+    #[must_use]
+    pub fn from_args(a: &SettlementArgs) -> Self {
+        Self {
+            tariffs: Tariffs {
+                import_price: a.tariff_import,
+                feed_in_price: a.tariff_feed_in,
+                grid_fee_per_kwh: a.tariff_grid_fee,
+                daily_fee: a.tariff_daily_fee,
+            },
+            grace: chrono::Duration::from_std(a.settlement_grace)
+                .unwrap_or_else(|_| chrono::Duration::minutes(5)),
+        }
+    }
+}
+
+impl Default for SettlementSettings {
+    fn default() -> Self {
+        Self {
+            tariffs: Tariffs { import_price: 30, feed_in_price: 8, grid_fee_per_kwh: 10, daily_fee: 40 },
+            grace: chrono::Duration::minutes(5),
+        }
+    }
+}
+
+/// Settles `period` from what the database holds now (IO-free [`settle`] on its inputs).
+async fn settle_period(
+    pool: &Pool,
+    settings: &SettlementSettings,
+    period: Period,
+) -> Result<gridmesh_settlement::Settlement, DbError> {
+    let input = PeriodInput {
+        period,
+        tariffs: settings.tariffs,
+        sites: gridmesh_db::settlement_sites(pool, period).await?,
+        trades: gridmesh_db::settlement_trades(pool, period).await?,
+    };
+    settle(&input).map_err(|e| DbError::Invalid { field: "settlement", reason: e.to_string() })
+}
+
+/// Settles every cleared period that is due at `now`; returns the periods settled.
+///
+/// # Errors
+/// Database errors.
+pub async fn settle_due(
+    pool: &Pool,
+    settings: &SettlementSettings,
+    genesis: Option<Period>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Period>, DbError> {
+    let latest = Period::containing(now).prev();
+    let mut done = Vec::new();
+    for period in gridmesh_db::periods_to_settle(pool, latest.offset(-LOOKBACK_PERIODS), latest).await? {
+        if now < period.end() + settings.grace && !gridmesh_db::metering_complete(pool, period).await? {
+            continue;
+        }
+        let s = settle_period(pool, settings, period).await?;
+        if !gridmesh_db::store_settlement(pool, &s, &settings.tariffs).await? {
+            continue;
+        }
+        metrics::counter!("gridmesh_settlement_periods_total").increment(1);
+        tracing::info!(
+            period = %period,
+            lines = s.lines.len(),
+            total_wh = s.total_wh,
+            root = %hex::encode(s.root()),
+            "period settled"
+        );
+        if let Some(genesis) = genesis {
+            let accounts = gridmesh_db::site_reward_addresses(pool).await?;
+            let d = distribute(period, emission_for(period, genesis), &s.lines, |site| {
+                accounts.get(&site).copied()
+            });
+            gridmesh_db::store_distribution(pool, &d).await?;
+        }
+        done.push(period);
+    }
+    Ok(done)
+}
+
+/// Re-settles periods whose lines waited for metering (flagged or missing) once their data
+/// arrived or was reviewed: a new revision with the new lines, and adjusting ledger entries for
+/// the difference; nothing posted before is changed, and revision 1 stays the anchored one.
+/// Returns the periods adjusted.
+///
+/// # Errors
+/// Database errors.
+pub async fn adjust_due(
+    pool: &Pool,
+    settings: &SettlementSettings,
+    now: DateTime<Utc>,
+) -> Result<Vec<Period>, DbError> {
+    let since = Period::containing(now).offset(-LOOKBACK_PERIODS);
+    let mut done = Vec::new();
+    for (period, revision) in gridmesh_db::periods_awaiting_data(pool, since).await? {
+        let s = settle_period(pool, settings, period).await?;
+        if gridmesh_db::revision_lines(pool, period, revision).await? == s.lines {
+            continue;
+        }
+        let posted = gridmesh_db::period_postings(pool, period).await?;
+        let entries = gridmesh_settlement::adjustments(&posted, &s.postings);
+        if gridmesh_db::store_adjustment(pool, &s, &settings.tariffs, revision + 1, &entries).await? {
+            metrics::counter!("gridmesh_settlement_adjustments_total").increment(1);
+            tracing::info!(period = %period, revision = revision + 1, entries = entries.len(), "late data adjusted");
+            done.push(period);
+        }
+    }
+    Ok(done)
+}
+
+/// Settles and adjusts every `tick` until `shutdown`; failures back off exponentially up to
+/// five minutes. Reward distributions are stored with each settlement when a chain deployment
+/// names the rewards' genesis; the anchor job publishes them.
+pub async fn run(ctx: JobCtx, mut shutdown: Shutdown) {
+    let settings = ctx.settings.settlement;
+    let mut backoff = TICK;
+    loop {
+        if shutdown.sleep(backoff).await {
+            return;
+        }
+        let pool = &ctx.pool;
+        let chain = &ctx.settings.chain;
+        let ok = ctx
+            .round(Job::Settlement, "settlement round", async {
+                // Read each round: `gridmesh chain deploy` may write it while the service runs.
+                // Without it periods still settle, without rewards (as without a chain).
+                let genesis = chain.chain_rpc_url.as_ref().and_then(|_| {
+                    super::anchor::DeploymentFile::load(&chain.chain_deployment)
+                        .and_then(|d| d.genesis())
+                        .map_err(|e| {
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                "no rewards' genesis; settling without rewards"
+                            )
+                        })
+                        .ok()
+                });
+                let settled = settle_due(pool, &settings, genesis, Utc::now()).await;
+                let adjusted = adjust_due(pool, &settings, Utc::now()).await;
+                settled.context("settling due periods")?;
+                adjusted.context("adjusting for late data")?;
+                Ok(())
+            })
+            .await
+            .is_some();
+        backoff = if ok { TICK } else { (backoff * 2).min(MAX_BACKOFF) };
+    }
+}
