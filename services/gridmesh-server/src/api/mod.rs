@@ -56,7 +56,7 @@ pub fn router() -> Router<AppState> {
         .route("/grid/nodes/{id}", put(grid::put_node))
         .route("/sites/{id}", put(grid::put_site))
         .route("/users/{id}", put(grid::put_user))
-        .route("/sites/{site}/agents/{agent}", put(grid::put_agent))
+        .route("/sites/{id}/agents/{agent}", put(grid::put_agent))
 }
 
 /// One page of a keyset-paged list.
