@@ -1,7 +1,8 @@
 //! Tests of the edge (`meters/`) and the central service together live in this crate's `tests/`,
 //! so that no edge crate depends on a central one, not even for its tests, and no central crate
 //! on the agent (`tests/dependency_direction.rs` checks the first). This library holds what
-//! those tests share.
+//! those tests share with the central crates' own tests and benchmarks (ingest, server): a
+//! simulated neighbourhood stored straight into a test database.
 
 use gridmesh_core::{GeoPoint, Site};
 use gridmesh_db::{AgentEnrolment, DbError, Neighbourhood, Pool};

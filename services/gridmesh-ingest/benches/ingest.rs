@@ -18,18 +18,17 @@
 )]
 
 // The neighbourhood helper of the ingest tests: the same homes, stored the same way.
-#[path = "../tests/sim/mod.rs"]
-mod sim;
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gridmesh_core::GeoPoint;
+use gridmesh_e2e::provision;
 use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
+use gridmesh_loadgen::neighbourhood::Speaker;
 use gridmesh_loadgen::next_batch;
 use gridmesh_loadgen::publisher::Publisher;
 use gridmesh_wire::KeyPair;
-use sim::provision;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
@@ -78,7 +77,9 @@ async fn main() {
     let (host, port) = (mqtt.host_str().unwrap().to_owned(), mqtt.port().unwrap_or(1883));
 
     let (_url, pool) = fresh_database().await;
-    let mut homes = provision(&pool, "bench", homes_n, GeoPoint { lat: 52.52, lon: 13.40 }).await.unwrap();
+    let mut homes = provision(&pool, "bench", homes_n, GeoPoint { lat: 52.52, lon: 13.40 }, Speaker::Loadgen)
+        .await
+        .unwrap();
     let server_key = KeyPair::generate().unwrap();
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let mut config = IngestConfig::new(

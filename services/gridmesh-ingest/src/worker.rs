@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -51,6 +53,9 @@ pub struct IngestConfig {
     /// How long enrolled keys and site profiles are cached before being read again (so a
     /// revocation takes effect within this time).
     pub cache_ttl: Duration,
+    /// True while the worker's broker session is up; `/readyz` of a process running ingest
+    /// reports it.
+    pub link_up: Arc<AtomicBool>,
     /// Readings older than this many days are not stored (counted as `unstorable_time`): keep
     /// it within the raw-data retention, or late data would recreate dropped partitions.
     pub max_age_days: u64,
@@ -70,6 +75,7 @@ impl IngestConfig {
             rules: Rules::default(),
             server_key,
             cache_ttl: Duration::from_secs(30),
+            link_up: Arc::new(AtomicBool::new(false)),
             max_age_days: gridmesh_db::TELEMETRY_DAYS_BACK,
         }
     }
@@ -175,6 +181,7 @@ pub async fn run(
     tracing::info!(broker = ?config.broker, client_id = %config.client_id, %subscription, "ingest starting");
 
     let receiver_client = client.clone();
+    let link_up = Arc::clone(&config.link_up);
     let mut receiver_stop = stop_rx.clone();
     let receiver = tokio::spawn(async move {
         let mut logged_down = false;
@@ -187,6 +194,7 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     tracing::info!(session_present = ack.session_present, "ingest connected to the broker");
                     logged_down = false;
+                    link_up.store(true, Ordering::Relaxed);
                     metrics::gauge!("gridmesh_ingest_broker_connected").set(1.0);
                     if let Err(e) = receiver_client.subscribe(subscription.clone(), QoS::AtLeastOnce).await {
                         tracing::warn!(error = %e, "cannot subscribe to telemetry");
@@ -201,6 +209,7 @@ pub async fn run(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    link_up.store(false, Ordering::Relaxed);
                     metrics::gauge!("gridmesh_ingest_broker_connected").set(0.0);
                     if !logged_down {
                         tracing::warn!(error = %e, "ingest lost the broker; reconnecting");

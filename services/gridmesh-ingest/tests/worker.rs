@@ -4,20 +4,19 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
 
-mod sim;
-
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gridmesh_core::{GeoPoint, ReadingFlags, Watts};
+use gridmesh_e2e::provision;
 use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
 use gridmesh_loadgen::neighbourhood::SimHome;
+use gridmesh_loadgen::neighbourhood::Speaker;
 use gridmesh_loadgen::next_batch;
 use gridmesh_loadgen::publisher::Publisher;
 use gridmesh_testkit::{Mosquitto, Proxy};
 use gridmesh_wire::topics::{self, Channel};
 use gridmesh_wire::{KeyPair, Message, TelemetryBatch};
-use sim::provision;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -59,7 +58,9 @@ fn start_worker(
 }
 
 async fn homes(pool: &PgPool, n: usize) -> Vec<SimHome> {
-    provision(pool, &unique("street"), n, GeoPoint { lat: 52.52, lon: 13.40 }).await.unwrap()
+    provision(pool, &unique("street"), n, GeoPoint { lat: 52.52, lon: 13.40 }, Speaker::Loadgen)
+        .await
+        .unwrap()
 }
 
 fn publisher(host: &str, port: u16) -> Publisher {

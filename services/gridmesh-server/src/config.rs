@@ -222,15 +222,15 @@ pub struct DispatchArgs {
     pub no_dispatch: bool,
 
     /// Length of a dispatch step, seconds (a plan is made and setpoints are sent each step).
-    #[arg(long, env = "GRIDMESH_DISPATCH_STEP_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(10..=3_600))]
+    #[arg(long, env = "GRIDMESH_DISPATCH_STEP_SECONDS", default_value_t = gridmesh_optimizer::grid::DEFAULT_STEP_SECONDS, value_parser = clap::value_parser!(u32).range(10..=3_600))]
     pub dispatch_step_seconds: u32,
 
     /// Steps in the planning horizon (96 steps of 15 minutes = one day).
-    #[arg(long, env = "GRIDMESH_DISPATCH_STEPS", default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..=1_440))]
+    #[arg(long, env = "GRIDMESH_DISPATCH_STEPS", default_value_t = gridmesh_optimizer::grid::DEFAULT_STEPS, value_parser = clap::value_parser!(u32).range(1..=1_440))]
     pub dispatch_steps: u32,
 
     /// Battery wear the plan counts, minor units per kWh charged or discharged.
-    #[arg(long, env = "GRIDMESH_DISPATCH_DEGRADATION", default_value_t = 2, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    #[arg(long, env = "GRIDMESH_DISPATCH_DEGRADATION", default_value_t = gridmesh_optimizer::grid::DEFAULT_DEGRADATION, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub dispatch_degradation: i64,
 }
 
@@ -246,19 +246,19 @@ pub struct SettlementArgs {
     pub settlement_grace: Duration,
 
     /// The utility's price for energy drawn beyond the market position, minor units per kWh.
-    #[arg(long, env = "GRIDMESH_TARIFF_IMPORT", default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    #[arg(long, env = "GRIDMESH_TARIFF_IMPORT", default_value_t = crate::jobs::settlement::DEFAULT_TARIFFS.import_price, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub tariff_import: i64,
 
     /// The utility's price for energy delivered beyond the market position, minor units per kWh.
-    #[arg(long, env = "GRIDMESH_TARIFF_FEED_IN", default_value_t = 8, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    #[arg(long, env = "GRIDMESH_TARIFF_FEED_IN", default_value_t = crate::jobs::settlement::DEFAULT_TARIFFS.feed_in_price, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub tariff_feed_in: i64,
 
     /// Network fee on gross metered import, minor units per kWh.
-    #[arg(long, env = "GRIDMESH_TARIFF_GRID_FEE", default_value_t = 10, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    #[arg(long, env = "GRIDMESH_TARIFF_GRID_FEE", default_value_t = crate::jobs::settlement::DEFAULT_TARIFFS.grid_fee_per_kwh, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub tariff_grid_fee: i64,
 
     /// Fixed fee per site and UTC day, minor units.
-    #[arg(long, env = "GRIDMESH_TARIFF_DAILY_FEE", default_value_t = 40, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+    #[arg(long, env = "GRIDMESH_TARIFF_DAILY_FEE", default_value_t = crate::jobs::settlement::DEFAULT_TARIFFS.daily_fee, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
     pub tariff_daily_fee: i64,
 }
 

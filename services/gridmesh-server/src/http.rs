@@ -107,7 +107,8 @@ async fn healthz() -> impl IntoResponse {
 /// How long the readiness probe waits for the database.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Readiness: the database answers and the broker link is up; the jobs are reported beside. 503 with problem JSON (and the
+/// Readiness: the database answers, the broker link is up and, where this process runs ingest,
+/// the ingest worker's session is up; the jobs are reported beside. 503 with problem JSON (and the
 /// per-check details) otherwise, so a load balancer stops sending traffic.
 async fn readyz(State(state): State<AppState>) -> Response {
     let started = Instant::now();
@@ -134,11 +135,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
         None => json!({ "ok": false, "error": "not connected yet" }),
     };
     crate::metrics::record_readiness(db_ok, broker.connected);
-    let checks = json!({ "database": db_check, "broker": broker_check, "jobs": jobs_report(&state.jobs) });
-    if db_ok && broker.connected {
+    let mut checks =
+        json!({ "database": db_check, "broker": broker_check, "jobs": jobs_report(&state.jobs) });
+    // A process running ingest is only ready while the ingest worker's own session is up.
+    let ingest_ok = state.ingest_link.as_ref().is_none_or(|up| up.load(std::sync::atomic::Ordering::Relaxed));
+    if state.ingest_link.is_some() {
+        checks["ingest"] =
+            if ingest_ok { json!({ "ok": true }) } else { json!({ "ok": false, "error": "not connected" }) };
+    }
+    if db_ok && broker.connected && ingest_ok {
         axum::Json(json!({ "status": "ready", "checks": checks })).into_response()
     } else {
-        let failing: Vec<&str> = [("database", db_ok), ("broker", broker.connected)]
+        let failing: Vec<&str> = [("database", db_ok), ("broker", broker.connected), ("ingest", ingest_ok)]
             .into_iter()
             .filter(|(_, ok)| !ok)
             .map(|(name, _)| name)

@@ -31,6 +31,8 @@ pub struct AppState {
     pub market: crate::jobs::market::MarketSettings,
     /// The background jobs of this process, for `/readyz`.
     pub jobs: JobBoard,
+    /// The ingest worker's broker session, when this process runs ingest (for `/readyz`).
+    pub ingest_link: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
             server_key: None,
             market: crate::jobs::market::MarketSettings::default(),
             jobs: JobBoard::default(),
+            ingest_link: None,
         }
     }
 }
@@ -144,6 +147,7 @@ pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> 
             if args.raw_retention_days > 0 {
                 ingest.max_age_days = u64::from(args.raw_retention_days);
             }
+            state.ingest_link = Some(std::sync::Arc::clone(&ingest.link_up));
             let mut stopped = shutdown.clone();
             tokio::spawn(gridmesh_ingest::worker::run(state.pool.clone(), ingest, async move {
                 stopped.wait().await

@@ -111,6 +111,65 @@ async fn readyz_reports_the_broker_down_and_back(pool: PgPool) {
     server.stop().await;
 }
 
+/// An ingest replica (`gridmesh ingest`) is ready only while its own broker session is up, and
+/// reports its jobs (partitions and retention by default) beside the checks.
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn an_ingest_replica_reports_its_own_broker_session(pool: PgPool) {
+    use clap::Parser;
+    use gridmesh_server::config::{Cli, Command};
+
+    let broker = mqtt_url();
+    let proxy = Proxy::start(upstream(&format!("mqtt://{}:{}", broker.host, broker.port), 1883).await).await;
+    let dir = std::env::temp_dir().join(format!("gridmesh-ingest-ready-{}", std::process::id()));
+    let key = dir.join("server.key");
+    let (database, mqtt) = (common::database_url(&pool), format!("mqtt://127.0.0.1:{}", proxy.addr.port()));
+    let client_id = format!("ingest-ready-{}", std::process::id());
+    let args = [
+        "gridmesh",
+        "ingest",
+        "--database-url",
+        &database,
+        "--mqtt-url",
+        &mqtt,
+        "--http-bind",
+        "127.0.0.1:0",
+        "--server-key-file",
+        key.to_str().unwrap(),
+        "--ingest-client-id",
+        &client_id,
+        "--ingest-group",
+        "",
+    ];
+    let Command::Ingest(config) = Cli::try_parse_from(args).unwrap().command else { panic!("ingest parses") };
+    let service = gridmesh_server::serve::start(&config, gridmesh_server::serve::Role::Ingest).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service.run(
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let api = common::Client::new(addr);
+    let up = api.wait_for_status("/readyz", 200, Duration::from_secs(15)).await.json();
+    assert_eq!(up["checks"]["ingest"]["ok"], true, "{up}");
+    let jobs = up["checks"]["jobs"].as_object().unwrap();
+    assert_eq!(jobs.keys().map(String::as_str).collect::<Vec<_>>(), ["partitions", "retention"]);
+
+    proxy.cut();
+    let down = api.wait_for_status("/readyz", 503, Duration::from_secs(20)).await.json();
+    assert_eq!(down["checks"]["ingest"]["ok"], false, "{down}");
+    assert!(down["detail"].as_str().unwrap().contains("ingest"), "{down}");
+
+    proxy.restore();
+    api.wait_for_status("/readyz", 200, Duration::from_secs(20)).await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Checks the RFC 7807 shape and that `instance` is the request id of the answer.
 fn assert_problem(answer: &common::Answer, status: u16, kind: &str, detail_has: &str) {
     assert_eq!(answer.status, status, "{}", answer.body);

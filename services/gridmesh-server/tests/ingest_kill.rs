@@ -4,17 +4,17 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
 
 mod common;
-mod sim;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gridmesh_core::GeoPoint;
+use gridmesh_e2e::provision;
+use gridmesh_loadgen::neighbourhood::Speaker;
 use gridmesh_loadgen::next_batch;
 use gridmesh_loadgen::publisher::Publisher;
 use gridmesh_wire::KeyPair;
-use sim::provision;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
@@ -57,7 +57,9 @@ async fn ingest_killed_mid_stream_stores_every_reading_exactly_once(pool: PgPool
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mut homes =
-        provision(&pool, &format!("kill-{tag}"), 10, GeoPoint { lat: 52.5, lon: 13.4 }).await.unwrap();
+        provision(&pool, &format!("kill-{tag}"), 10, GeoPoint { lat: 52.5, lon: 13.4 }, Speaker::Loadgen)
+            .await
+            .unwrap();
     let mqtt = url::Url::parse(
         &std::env::var("GRIDMESH_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into()),
     )

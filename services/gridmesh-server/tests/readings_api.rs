@@ -3,15 +3,15 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
 
 mod common;
-mod sim;
 
 use chrono::{Duration, Utc};
 use common::{Server, mqtt_url};
 use gridmesh_core::{GeoPoint, ReadingFlags, Role, Watts};
 use gridmesh_db::{IngestRow, NewUser};
+use gridmesh_e2e::provision;
+use gridmesh_loadgen::neighbourhood::Speaker;
 use gridmesh_loadgen::next_batch;
 use gridmesh_wire::KeyPair;
-use sim::provision;
 use sqlx::PgPool;
 
 async fn token(pool: &PgPool, role: Role) -> (gridmesh_core::UserId, String) {
@@ -23,7 +23,8 @@ async fn token(pool: &PgPool, role: Role) -> (gridmesh_core::UserId, String) {
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn owners_operators_and_regulators_read_what_ingest_stored(pool: PgPool) {
-    let mut homes = provision(&pool, "api street", 2, GeoPoint { lat: 52.5, lon: 13.4 }).await.unwrap();
+    let mut homes =
+        provision(&pool, "api street", 2, GeoPoint { lat: 52.5, lon: 13.4 }, Speaker::Loadgen).await.unwrap();
     let owner: (uuid::Uuid,) = sqlx::query_as("SELECT owner_id FROM sites WHERE id = $1")
         .bind(homes[0].site.0)
         .fetch_one(&pool)
@@ -131,7 +132,9 @@ async fn owners_operators_and_regulators_read_what_ingest_stored(pool: PgPool) {
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn owners_enrol_agents_with_a_valid_unused_key(pool: PgPool) {
-    let homes = provision(&pool, "enrol street", 1, GeoPoint { lat: 52.5, lon: 13.4 }).await.unwrap();
+    let homes = provision(&pool, "enrol street", 1, GeoPoint { lat: 52.5, lon: 13.4 }, Speaker::Loadgen)
+        .await
+        .unwrap();
     let site = homes[0].site;
     let owner: (uuid::Uuid,) = sqlx::query_as("SELECT owner_id FROM sites WHERE id = $1")
         .bind(site.0)

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
 
 mod common;
-mod sim;
 
 use std::time::Duration;
 
@@ -15,12 +14,13 @@ use common::{Server, mqtt_url};
 use gridmesh_chain::{Chain, parse_key};
 use gridmesh_core::{GeoPoint, Period, Reading, ReadingFlags, WattHours};
 use gridmesh_db::{IngestRow, NewOrder};
+use gridmesh_e2e::provision;
 use gridmesh_loadgen::neighbourhood::SimHome;
+use gridmesh_loadgen::neighbourhood::Speaker;
 use gridmesh_market::{GridFees, Network, Rules, Side};
 use gridmesh_server::jobs::anchor::{ChainLink, DeploymentFile, anchor_due};
 use gridmesh_server::jobs::settlement::{SettlementSettings, settle_due};
 use gridmesh_testkit::{ANVIL_KEY_0, ANVIL_KEY_1, Anvil};
-use sim::provision;
 use sqlx::PgPool;
 
 /// Readings once a minute from the start of `from` to five minutes into `to`; home 0 exports
@@ -55,7 +55,8 @@ async fn meter(pool: &PgPool, homes: &mut [SimHome], from: Period, to: Period) {
 /// Two homes (one owner) metered over `p - 1 ..= p + 2`, backdated so they existed then, and
 /// one trade in `p`: home 0 sells 200 Wh to home 1.
 async fn cleared_period(pool: &PgPool, p: Period) -> Vec<SimHome> {
-    let mut homes = provision(pool, "anchor lane", 2, GeoPoint { lat: 52.5, lon: 13.4 }).await.unwrap();
+    let mut homes =
+        provision(pool, "anchor lane", 2, GeoPoint { lat: 52.5, lon: 13.4 }, Speaker::Loadgen).await.unwrap();
     sqlx::query("UPDATE sites SET created_at = now() - interval '2 days'").execute(pool).await.unwrap();
     meter(pool, &mut homes, p.prev(), p.offset(2)).await;
     let site0 = gridmesh_db::get_site(pool, homes[0].site).await.unwrap().unwrap();
@@ -353,7 +354,9 @@ async fn anvil_restarted_mid_anchoring_gives_exactly_one_anchor(pool: PgPool) {
 
 #[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
 async fn device_keys_are_mirrored_to_the_meter_registry(pool: PgPool) {
-    let homes = provision(&pool, "registry road", 2, GeoPoint { lat: 52.5, lon: 13.4 }).await.unwrap();
+    let homes = provision(&pool, "registry road", 2, GeoPoint { lat: 52.5, lon: 13.4 }, Speaker::Loadgen)
+        .await
+        .unwrap();
     let anvil = Anvil::start(None).await;
     let link = link(&anvil, Period::containing(Utc::now()), 1, Duration::from_secs(30)).await;
     let registry = link.deployment.deployment.registry;

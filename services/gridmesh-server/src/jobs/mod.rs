@@ -1,6 +1,7 @@
 //! Every background job of the central service, in one shape.
 //!
-//! A job is `run(ctx, shutdown)`: a loop of rounds, each in its own span (`job`, `round`), that
+//! A job is `run(ctx, shutdown)`: a loop of rounds, each in its own span (`round`, inside the
+//! job's span `job`), that
 //! returns when `shutdown` fires (and is joined then, not aborted). Each job is a singleton
 //! across processes: [`spawn`] first takes the job's lease (a PostgreSQL advisory lock, see
 //! [`lease`]), so two `gridmesh serve` processes against one database never run the same job
@@ -206,7 +207,8 @@ impl JobCtx {
         work: impl Future<Output = anyhow::Result<T>>,
     ) -> Option<T> {
         let round = self.board.next_round(job);
-        let span = tracing::info_span!("job", job = job.name(), round);
+        // Inside the task's span, which names the job (see [`spawn`]).
+        let span = tracing::info_span!("round", round);
         match work.instrument(span.clone()).await {
             Ok(value) => {
                 self.board.succeeded(job);
@@ -372,7 +374,7 @@ pub fn spawn(job: Job, ctx: JobCtx, shutdown: Shutdown) -> JoinHandle<()> {
                 }
             }
         }
-        .instrument(tracing::info_span!("job_task", job = job.name())),
+        .instrument(tracing::info_span!("job", job = job.name())),
     )
 }
 

@@ -22,6 +22,10 @@ const TICK: Duration = Duration::from_secs(10);
 /// Longest wait between rounds after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// The tariffs when none are configured (the command line's defaults too).
+pub const DEFAULT_TARIFFS: Tariffs =
+    Tariffs { import_price: 30, feed_in_price: 8, grid_fee_per_kwh: 10, daily_fee: 40 };
+
 /// How far back the job looks for unsettled periods.
 const LOOKBACK_PERIODS: i64 = 2 * 96;
 
@@ -53,10 +57,7 @@ impl SettlementSettings {
 
 impl Default for SettlementSettings {
     fn default() -> Self {
-        Self {
-            tariffs: Tariffs { import_price: 30, feed_in_price: 8, grid_fee_per_kwh: 10, daily_fee: 40 },
-            grace: chrono::Duration::minutes(5),
-        }
+        Self { tariffs: DEFAULT_TARIFFS, grace: chrono::Duration::minutes(5) }
     }
 }
 
