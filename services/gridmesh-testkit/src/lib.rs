@@ -216,18 +216,19 @@ impl Anvil {
     /// True when anvil answers a JSON-RPC call (it accepts connections before it has loaded
     /// its state).
     async fn answers(&self) -> bool {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)).await else { return false };
         let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
-        let req = format!(
-            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        if s.write_all(req.as_bytes()).await.is_err() {
+        let Ok(client) = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build() else {
             return false;
+        };
+        let sent = client
+            .post(format!("http://127.0.0.1:{}/", self.port))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(answer) => answer.text().await.is_ok_and(|t| t.contains("\"result\"")),
+            Err(_) => false,
         }
-        let mut answer = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut answer)).await;
-        read.is_ok_and(|r| r.is_ok()) && String::from_utf8_lossy(&answer).contains("\"result\"")
     }
 }

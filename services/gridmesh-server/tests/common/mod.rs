@@ -181,36 +181,6 @@ impl IntoFuture for Request {
     }
 }
 
-/// Sends one request; the helper of the tests before [`Client`], kept for tests still written
-/// against it. Prefer `Client::new(addr).request(..)`.
-pub async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Answer {
-    let method = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
-    let mut req = Client::new(addr).request(method, path);
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    if let Some(b) = body {
-        req = req.body(b);
-    }
-    req.await
-}
-
-/// `GET path`; kept for tests still written against it. Prefer `Client::get`.
-pub async fn get(addr: SocketAddr, path: &str) -> Answer {
-    Client::new(addr).get(path).await
-}
-
-/// Kept for tests still written against it. Prefer `Client::wait_for_status`.
-pub async fn wait_for_status(addr: SocketAddr, path: &str, status: u16, within: Duration) -> Answer {
-    Client::new(addr).wait_for_status(path, status, within).await
-}
-
 pub use gridmesh_testkit::Proxy;
 
 /// The broker the tests use (`GRIDMESH_TEST_MQTT_URL`, default from `.cargo/config.toml`).
@@ -276,17 +246,4 @@ pub async fn user(pool: &PgPool, name: &str, role: gridmesh_core::Role) -> (grid
     let u = gridmesh_db::create_user(pool, &new).await.expect("create a user");
     let token = gridmesh_db::issue_token(pool, u.id, "", None).await.expect("issue a token").1;
     (u.id, format!("Bearer {token}"))
-}
-
-/// A JSON call with an `Authorization` header; kept for tests still written against it. Prefer
-/// `Client::call`.
-pub async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    auth: &str,
-    body: Option<serde_json::Value>,
-) -> (u16, serde_json::Value) {
-    let method = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
-    Client::new(addr).call(method, path, auth, body).await
 }
