@@ -318,6 +318,10 @@ impl AgentConfig {
             return Err(format!("expected mqtts://host:port, got {url:?}"));
         }
         let addr = BrokerAddr::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+        if addr.username.is_some() {
+            // One place for credentials: the URL is printed by `check` and may be shared.
+            return Err("put the broker's user and password in central.username and central.password, not in central.url".into());
+        }
         Ok(match &self.central.username {
             Some(user) => addr.with_credentials(user.clone(), self.central.password.clone()),
             None => addr,
@@ -377,6 +381,26 @@ unit = 3
             (line.baud, line.parity, line.data_bits, line.stop_bits),
             (19_200, crate::sunspec::Parity::Even, 8, 1)
         );
+    }
+
+    #[test]
+    fn the_central_url_gives_the_broker_and_credentials_stay_in_their_fields() {
+        let central = |url: &str, extra: &str| {
+            let text = format!(
+                "site = \"00000000-0000-4000-8000-000000000001\"\n[central]\nurl = \"{url}\"\nca_file = \"/ca.pem\"\n{extra}"
+            );
+            AgentConfig::parse(std::path::Path::new("agent.toml"), &text).map(|c| c.broker().unwrap())
+        };
+        let tls =
+            central("mqtts://broker.example:8884", "username = \"home-7\"\npassword = \"s3cret\"").unwrap();
+        assert_eq!((tls.host.as_str(), tls.port, tls.tls), ("broker.example", 8884, true));
+        assert_eq!((tls.username.as_deref(), tls.password()), (Some("home-7"), Some("s3cret")));
+        assert_eq!(tls.to_string(), "mqtts://home-7:***@broker.example:8884");
+        assert_eq!(central("mqtts://[::1]", "").unwrap().port, 8883);
+        let refused = |url: &str| central(url, "").unwrap_err().to_string();
+        assert!(refused("mqtts://u:p@broker").contains("central.username and central.password"));
+        assert!(refused("https://broker").contains("expected mqtts://host:port"));
+        assert!(refused("mqtts://broker:99999").contains("central.url"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use gridmesh_core::{GeoPoint, Watts};
 use gridmesh_db::{LatestFilter, NewUtilityRequest, RequestKind};
-use gridmesh_e2e::provision;
+use gridmesh_fixtures::provision;
 use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
 use gridmesh_loadgen::edge::{Central, agent_config};
 use gridmesh_loadgen::neighbourhood::{SimHome, Speaker};

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gridmesh_core::GeoPoint;
-use gridmesh_e2e::provision;
+use gridmesh_fixtures::provision;
 use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
 use gridmesh_loadgen::neighbourhood::Speaker;
 use gridmesh_loadgen::next_batch;

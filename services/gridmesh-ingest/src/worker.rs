@@ -184,6 +184,8 @@ pub async fn run(
     let link_up = Arc::clone(&config.link_up);
     let mut receiver_stop = stop_rx.clone();
     let receiver = tokio::spawn(async move {
+        // Down again when this task ends, however it ends.
+        let _down_on_exit = LinkDown(Arc::clone(&link_up));
         let mut logged_down = false;
         loop {
             let event = tokio::select! {
@@ -237,6 +239,15 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), receiver).await;
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// Marks the broker session down when dropped.
+struct LinkDown(Arc<AtomicBool>);
+
+impl Drop for LinkDown {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 struct Writer {

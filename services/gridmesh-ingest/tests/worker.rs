@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gridmesh_core::{GeoPoint, ReadingFlags, Watts};
-use gridmesh_e2e::provision;
+use gridmesh_fixtures::provision;
 use gridmesh_ingest::worker::{BrokerAddr, IngestConfig};
 use gridmesh_loadgen::neighbourhood::SimHome;
 use gridmesh_loadgen::neighbourhood::Speaker;

@@ -91,12 +91,18 @@ impl BrokerLink {
                             s.status.connected = true;
                             s.subscriptions.iter().map(|sub| (sub.filter.clone(), sub.qos)).collect()
                         };
-                        // A clean session: what was subscribed before is asked for again.
-                        for (filter, qos) in filters {
-                            if let Err(e) = resubscribe.subscribe(filter.clone(), qos).await {
-                                tracing::warn!(%filter, error = %e, "cannot subscribe");
+                        // A clean session: what was subscribed before is asked for again, from
+                        // a task of its own: this task is the one that drains the request queue,
+                        // so waiting here on a queue full of setpoints (queued while the broker
+                        // was away) would stop the connection for good.
+                        let client = resubscribe.clone();
+                        tokio::spawn(async move {
+                            for (filter, qos) in filters {
+                                if let Err(e) = client.subscribe(filter.clone(), qos).await {
+                                    tracing::warn!(%filter, error = %e, "cannot subscribe");
+                                }
                             }
-                        }
+                        });
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let topic = String::from_utf8_lossy(&p.topic).into_owned();

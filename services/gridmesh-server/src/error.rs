@@ -193,7 +193,16 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         "users_name_check" => ApiError::invalid("name", "must be 1 to 200 characters"),
         "api_tokens_user_id_fkey" => ApiError::NotFound("user".into()),
         "api_tokens_label_check" => ApiError::invalid("label", "must be at most 200 characters"),
-        "agent_keys_unique_key" => ApiError::Conflict("this public key is already enrolled".into()),
+        "agent_keys_unique_key" => ApiError::Conflict(
+            "this public key is already enrolled (a revoked key is never taken back)".into(),
+        ),
+        "agents_site_id_fkey" => ApiError::NotFound("site".into()),
+        "grid_nodes_parent_id_fkey" => ApiError::invalid("parent", "no such grid node"),
+        "grid_nodes_no_cycle" => ApiError::invalid("parent", "would make the node its own ancestor"),
+        "sites_owner_id_fkey" => ApiError::invalid("owner", "no such user"),
+        "sites_feeder" => {
+            ApiError::invalid("feeder", "no such feeder (a site hangs off a feeder, not a transformer)")
+        }
         "utility_requests_node_id_fkey" => ApiError::invalid("node", "no such grid node"),
         "market_strategies_one_kind" => {
             ApiError::Conflict("the site already has an active strategy of this kind; delete it first".into())

@@ -199,14 +199,15 @@ impl Service {
         // Ingest finishes the transaction in progress (what it has not acknowledged, the broker
         // delivers again after a restart); each job finishes its round and gives its lease up.
         let _ = self.stop.send(true);
+        // One deadline for ingest and the jobs together.
+        let deadline = tokio::time::Instant::now() + grace;
         if let Some(ingest) = self.ingest {
-            match tokio::time::timeout(grace, ingest).await {
+            match tokio::time::timeout_at(deadline, ingest).await {
                 Ok(Ok(Err(e))) => tracing::warn!(error = format!("{e:#}"), "ingest stopped with an error"),
                 Ok(_) => {}
                 Err(_) => tracing::warn!("ingest did not stop within the grace period"),
             }
         }
-        let deadline = tokio::time::Instant::now() + grace;
         for (job, handle) in self.jobs {
             let abort = handle.abort_handle();
             match tokio::time::timeout_at(deadline, handle).await {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gridmesh_core::GeoPoint;
-use gridmesh_e2e::provision;
+use gridmesh_fixtures::provision;
 use gridmesh_loadgen::neighbourhood::Speaker;
 use gridmesh_loadgen::next_batch;
 use gridmesh_loadgen::publisher::Publisher;

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
-use common::{Client, database_url};
+use common::{Client, Proxy, database_url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gridmesh");
 
@@ -26,7 +26,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_gridmesh");
 const JOBS: [&str; 4] = ["market", "settlement", "partitions", "retention"];
 
 /// Starts `gridmesh serve` with its own key and data folder; returns it and its address.
-async fn serve(pool: &PgPool, dir: &std::path::Path, name: &str) -> (Child, SocketAddr) {
+async fn serve(database: &str, dir: &std::path::Path, name: &str) -> (Child, SocketAddr) {
     let mut child = tokio::process::Command::new(BIN)
         .args([
             "serve",
@@ -42,7 +42,7 @@ async fn serve(pool: &PgPool, dir: &std::path::Path, name: &str) -> (Child, Sock
             "--mqtt-client-id",
             name,
             "--database-url",
-            &database_url(pool),
+            database,
         ])
         .env(
             "GRIDMESH_MQTT_URL",
@@ -113,8 +113,8 @@ async fn two_processes_share_the_jobs_and_a_standby_takes_over(pool: PgPool) {
     let dir = std::env::temp_dir().join(format!("gridmesh-leases-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // One after the other: the first applies the migrations alone.
-    let (mut first, a) = serve(&pool, &dir, "lease-a").await;
-    let (_second, b) = serve(&pool, &dir, "lease-b").await;
+    let (mut first, a) = serve(&database_url(&pool), &dir, "lease-a").await;
+    let (_second, b) = serve(&database_url(&pool), &dir, "lease-b").await;
 
     let owners = settled(&[a, b]).await;
     // The first process took every lease before the second started; the second stands by.
@@ -145,12 +145,65 @@ async fn two_processes_share_the_jobs_and_a_standby_takes_over(pool: PgPool) {
 async fn a_killed_holder_gives_its_leases_up(pool: PgPool) {
     let dir = std::env::temp_dir().join(format!("gridmesh-leases-kill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut first, a) = serve(&pool, &dir, "kill-a").await;
-    let (_second, b) = serve(&pool, &dir, "kill-b").await;
+    let (mut first, a) = serve(&database_url(&pool), &dir, "kill-a").await;
+    let (_second, b) = serve(&database_url(&pool), &dir, "kill-b").await;
     settled(&[a, b]).await;
     // No goodbye: the database notices the dead session and frees its advisory locks.
     first.kill().await.unwrap();
     let owners = settled(&[b]).await;
     assert!(owners.iter().all(|&i| i == 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each job's lease state in a process that may not answer `/readyz` with 200 (its database is
+/// away): the jobs are reported either way.
+async fn lease_states(addr: SocketAddr) -> Vec<String> {
+    let jobs = leases(addr).await;
+    JOBS.iter().map(|j| jobs[j]["lease"].as_str().unwrap_or("?").to_owned()).collect()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_holder_cut_off_from_the_database_stands_by_and_the_other_takes_over(pool: PgPool) {
+    let dir = std::env::temp_dir().join(format!("gridmesh-leases-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let direct = database_url(&pool);
+    let mut via = url::Url::parse(&direct).unwrap();
+    let upstream = tokio::net::lookup_host((via.host_str().unwrap().to_owned(), via.port().unwrap_or(5432)))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    via.set_host(Some("127.0.0.1")).unwrap();
+    via.set_port(Some(proxy.addr.port())).unwrap();
+    // The first process reaches the database through the proxy, so it alone can be cut off
+    // while it keeps running.
+    let (_first, a) = serve(via.as_str(), &dir, "cut-a").await;
+    let (_second, b) = serve(&direct, &dir, "cut-b").await;
+    let owners = settled(&[a, b]).await;
+    assert!(owners.iter().all(|&i| i == 0), "{owners:?}");
+
+    proxy.cut();
+    // The holder notices its lease connection is gone and stands by; the other takes over.
+    let started = Instant::now();
+    loop {
+        let (held_a, held_b) = (lease_states(a).await, lease_states(b).await);
+        if held_a.iter().all(|l| l == "standby") && held_b.iter().all(|l| l == "running") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no take-over within 60 s: {held_a:?} {held_b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    settled(&[b]).await;
+
+    // Back on the database, the first process stays a standby: the lease has its holder.
+    proxy.restore();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(lease_states(a).await.iter().all(|l| l == "standby"));
+    let owners = settled(&[a, b]).await;
+    assert!(owners.iter().all(|&i| i == 1), "{owners:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

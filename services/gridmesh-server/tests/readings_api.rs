@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use common::{Server, mqtt_url};
 use gridmesh_core::{GeoPoint, ReadingFlags, Role, Watts};
 use gridmesh_db::{IngestRow, NewUser};
-use gridmesh_e2e::provision;
+use gridmesh_fixtures::provision;
 use gridmesh_loadgen::neighbourhood::Speaker;
 use gridmesh_loadgen::next_batch;
 use gridmesh_wire::KeyPair;

@@ -14,7 +14,7 @@ use common::{Server, mqtt_url};
 use gridmesh_chain::{Chain, parse_key};
 use gridmesh_core::{GeoPoint, Period, Reading, ReadingFlags, WattHours};
 use gridmesh_db::{IngestRow, NewOrder};
-use gridmesh_e2e::provision;
+use gridmesh_fixtures::provision;
 use gridmesh_loadgen::neighbourhood::SimHome;
 use gridmesh_loadgen::neighbourhood::Speaker;
 use gridmesh_market::{GridFees, Network, Rules, Side};

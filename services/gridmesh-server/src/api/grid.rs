@@ -97,14 +97,7 @@ pub async fn put_node(
         import_limit: watts("import_limit_w", body.import_limit_w)?,
         export_limit: watts("export_limit_w", body.export_limit_w)?,
     };
-    let ensured =
-        gridmesh_db::ensure_grid_node(&state.pool, &node).await.map_err(|e| match e.constraint() {
-            Some("grid_nodes_parent_id_fkey") => ApiError::invalid("parent", "no such grid node"),
-            Some("grid_nodes_no_cycle") => {
-                ApiError::invalid("parent", "would make the node its own ancestor")
-            }
-            _ => ApiError::from(e),
-        })?;
+    let ensured = gridmesh_db::ensure_grid_node(&state.pool, &node).await?;
     if ensured.created {
         tracing::info!(node = %id, kind = node.kind.as_str(), "grid node created");
     }
@@ -232,13 +225,7 @@ pub async fn put_site(
     };
     // Checked here, not left to `insert_site`, so the answer names the body's field.
     site.validate().map_err(|e| site_error(&e))?;
-    let ensured = gridmesh_db::ensure_site(&state.pool, &site).await.map_err(|e| match e.constraint() {
-        Some("sites_owner_id_fkey") => ApiError::invalid("owner", "no such user"),
-        Some("sites_feeder") => {
-            ApiError::invalid("feeder", "no such feeder (a site hangs off a feeder, not a transformer)")
-        }
-        _ => ApiError::from(e),
-    })?;
+    let ensured = gridmesh_db::ensure_site(&state.pool, &site).await?;
     if ensured.created {
         tracing::info!(site = %id, owner = %site.owner, feeder = %site.feeder, "site created");
     }
@@ -322,14 +309,9 @@ pub async fn put_agent(
     }
     let enrolment = AgentEnrolment { id: agent, site, name, public_key: *key.as_bytes() };
     let ensured = gridmesh_db::ensure_agent(&state.pool, &enrolment).await.map_err(|e| match e {
+        // Not a constraint: the agent or the key belongs elsewhere, said by the data layer.
         DbError::Invalid { field: "agent", reason } => ApiError::Conflict(reason),
-        e => match e.constraint() {
-            Some("agents_site_id_fkey") => ApiError::NotFound("site".into()),
-            Some("agent_keys_unique_key") => {
-                ApiError::Conflict("this public key was enrolled before and revoked; use a new key".into())
-            }
-            _ => ApiError::from(e),
-        },
+        e => ApiError::from(e),
     })?;
     if ensured.created {
         tracing::info!(site = %site, agent = %agent, "agent enrolled");

@@ -225,14 +225,9 @@ pub async fn sync_registry(pool: &Pool, link: &ChainLink) -> Result<usize, DbErr
 /// Connects to the chain when one is configured, then anchors, publishes rewards and mirrors
 /// keys every `tick` until `shutdown`. Failures back off exponentially up to five minutes;
 /// while something stays unanchored the link is made again, so a node that restarted or lost
-/// transactions gets fresh nonces. Without `--chain-rpc-url` the job has nothing to do.
+/// transactions gets fresh nonces. Without `--chain-rpc-url` the job is not started.
 pub async fn run(ctx: JobCtx, mut shutdown: Shutdown) {
     let chain = &ctx.settings.chain;
-    if chain.chain_rpc_url.is_none() {
-        tracing::info!("no chain configured (--chain-rpc-url): nothing is anchored");
-        shutdown.wait().await;
-        return;
-    }
     let mut link: Option<ChainLink> = None;
     let mut backoff = TICK;
     loop {
@@ -246,15 +241,13 @@ pub async fn run(ctx: JobCtx, mut shutdown: Shutdown) {
                     link = ChainLink::connect(chain).await.context("chain not available")?;
                 }
                 let Some(l) = &link else { return Ok(()) };
-                let anchored = anchor_due(pool, l).await.context("anchoring bookkeeping");
-                let mirrored = sync_registry(pool, l).await.context("registry bookkeeping");
+                let anchored = anchor_due(pool, l).await.map(drop).context("anchoring bookkeeping");
+                let mirrored = sync_registry(pool, l).await.map(drop).context("registry bookkeeping");
                 if gridmesh_db::anchors_due(pool, 1).await.is_ok_and(|due| !due.is_empty()) {
                     link = None;
                     anyhow::bail!("periods are still unanchored; reconnecting to the chain");
                 }
-                anchored?;
-                mirrored?;
-                Ok(())
+                super::both(anchored, mirrored)
             })
             .await
             .is_some();

@@ -300,26 +300,39 @@ struct LoopState {
     published_step: Option<Timestamp>,
     requests_seen: Option<Timestamp>,
     grid_seen: Option<(i64, i64)>,
+    /// Why the last planning failed, until a plan succeeds: every round until then reports it,
+    /// so the job's status shows that the setpoints come from an older plan.
+    plan_failure: Option<String>,
+}
+
+/// Aborts a task when dropped, so a listener never outlives its job (a job is dropped when its
+/// lease is lost).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs the loop until `shutdown`: plans at each step and when requests or the grid change,
 /// publishes each step's setpoints, stores the answers.
 pub async fn run(ctx: JobCtx, mut shutdown: Shutdown) {
     let settings = ctx.settings.dispatch.clone();
-    let answers = match ctx
+    let _answers = match ctx
         .broker
         .subscribe(&topics::all_sites(Channel::SetpointAck), QoS::AtLeastOnce, ANSWER_QUEUE)
         .await
     {
         Ok(mut rx) => {
             let pool = ctx.pool.clone();
-            Some(tokio::spawn(async move {
+            Some(AbortOnDrop(tokio::spawn(async move {
                 while let Some(d) = rx.recv().await {
                     if let Err(e) = record_answer(&pool, &d.payload).await {
                         tracing::debug!(error = format!("{e:#}"), "setpoint answer not stored");
                     }
                 }
-            }))
+            })))
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for setpoint answers");
@@ -331,9 +344,6 @@ pub async fn run(ctx: JobCtx, mut shutdown: Shutdown) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !shutdown.tick(&mut every).await {
         ctx.round(Job::Dispatch, "dispatch round", round(&ctx, &settings, &mut state)).await;
-    }
-    if let Some(a) = answers {
-        a.abort();
     }
 }
 
@@ -354,28 +364,34 @@ async fn round(ctx: &JobCtx, settings: &DispatchSettings, state: &mut LoopState)
     } else {
         None
     };
-    let mut failed = None;
     if let Some(trigger) = trigger {
         match plan_once(pool, settings, now, trigger).await {
             Ok(made) => {
                 state.current = Some(made);
                 state.published_step = None;
+                state.plan_failure = None;
             }
-            Err(e) => failed = Some(e.context("planning failed; the previous plan continues")),
+            Err(e) => {
+                state.plan_failure = Some(format!("planning failed; the previous plan continues: {e:#}"))
+            }
         }
         // Not retried every tick on failure: at the next step or request change.
         state.planned_step = Some(step);
         state.requests_seen = requests_at;
         state.grid_seen = grid;
     }
+    let mut published = Ok(());
     if state.published_step != Some(step)
         && let Some(made) = &state.current
     {
-        let n = publish_step(pool, &ctx.broker, &ctx.server_key, made, settings.plan.step, now)
-            .await
-            .context("setpoints not published")?;
-        state.published_step = Some(step);
-        tracing::debug!(setpoints = n, step = %step, "setpoints published");
+        match publish_step(pool, &ctx.broker, &ctx.server_key, made, settings.plan.step, now).await {
+            Ok(n) => {
+                state.published_step = Some(step);
+                tracing::debug!(setpoints = n, step = %step, "setpoints published");
+            }
+            Err(e) => published = Err(e.context("setpoints not published")),
+        }
     }
-    failed.map_or(Ok(()), Err)
+    let planned = state.plan_failure.clone().map_or(Ok(()), |f| Err(anyhow::anyhow!(f)));
+    super::both(planned, published)
 }

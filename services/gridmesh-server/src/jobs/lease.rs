@@ -77,23 +77,23 @@ impl Lease {
         }
     }
 
-    /// Completes when the lease is gone: the connection holding it broke, or the lock is no
-    /// longer this session's. Returns why.
+    /// Completes when the lease may be gone: the connection holding it failed, or did not
+    /// answer a check within [`LEASE_CHECK`] (a half-open connection after a database failover
+    /// must not let two processes run the job). A session-level lock is only ever lost with its
+    /// session, so a live connection means a held lease. Returns why.
     pub async fn lost(&mut self) -> String {
         loop {
             tokio::time::sleep(LEASE_CHECK).await;
-            let held: Result<bool, sqlx::Error> = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() \
-                 AND classid = $1::int4::oid AND objid = $2::int4::oid AND granted)",
-            )
-            .bind(LEASE_CLASS)
-            .bind(lease_key(self.job))
-            .fetch_one(&mut self.conn)
-            .await;
-            match held {
-                Ok(true) => {}
-                Ok(false) => return "the advisory lock is no longer held by this session".to_owned(),
-                Err(e) => return format!("the connection holding the lease failed: {e}"),
+            let check = sqlx::query("SELECT 1").execute(&mut self.conn);
+            match tokio::time::timeout(LEASE_CHECK, check).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return format!("the connection holding the lease failed: {e}"),
+                Err(_) => {
+                    return format!(
+                        "the connection holding the lease did not answer within {} s",
+                        LEASE_CHECK.as_secs()
+                    );
+                }
             }
         }
     }

@@ -226,15 +226,19 @@ pub async fn run(ctx: JobCtx, mut shutdown: Shutdown) {
         let now = Utc::now();
         let pool = &ctx.pool;
         ctx.round(Job::Market, "market round", async {
-            let cleared = clear_due(pool, &settings, now, &ctx.process).await;
+            let cleared =
+                clear_due(pool, &settings, now, &ctx.process).await.map(drop).context("clearing the market");
             // A new open period is looked at at once; the same one again after a minute.
             let next = settings.latest_closed(now).next();
+            let mut placed = Ok(());
             if !strategies_ran.is_some_and(|(at, p)| p == next && at.elapsed() < STRATEGY_EVERY) {
-                run_strategies(pool, &settings, now).await.context("placing strategy orders")?;
-                strategies_ran = Some((Instant::now(), next));
+                placed =
+                    run_strategies(pool, &settings, now).await.map(drop).context("placing strategy orders");
+                if placed.is_ok() {
+                    strategies_ran = Some((Instant::now(), next));
+                }
             }
-            cleared.context("clearing the market")?;
-            Ok(())
+            super::both(cleared, placed)
         })
         .await;
     }

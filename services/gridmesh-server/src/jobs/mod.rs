@@ -103,7 +103,8 @@ pub enum JobArg {
 }
 
 /// The jobs a process runs: `--jobs` (default: every job for `serve`, partitions and retention
-/// for `ingest`), less those the `--no-*` flags turn off.
+/// for `ingest`), less those the `--no-*` flags turn off, the retention job by default where
+/// ingest does not run, and the anchor job where no chain is configured.
 #[must_use]
 pub fn selected(config: &ServeConfig, role: crate::serve::Role) -> BTreeSet<Job> {
     let mut jobs: BTreeSet<Job> = match &config.jobs {
@@ -134,6 +135,14 @@ pub fn selected(config: &ServeConfig, role: crate::serve::Role) -> BTreeSet<Job>
     }
     if config.dispatch.no_dispatch {
         jobs.remove(&Job::Dispatch);
+    }
+    // The ingest upkeep runs where ingest runs, unless asked for by name.
+    if config.jobs.is_none() && role == crate::serve::Role::Serve && config.ingest.no_ingest {
+        jobs.remove(&Job::Retention);
+    }
+    // Without a chain the anchor job has nothing to do; it would only hold a lease.
+    if config.chain.chain_rpc_url.is_none() && jobs.remove(&Job::Anchor) {
+        tracing::info!("no chain configured (--chain-rpc-url): the anchor job does not run");
     }
     jobs
 }
@@ -198,8 +207,9 @@ impl std::fmt::Debug for JobCtx {
 
 impl JobCtx {
     /// Runs one round of `job` in its span and reports it: a success updates the job's last
-    /// success (metric and `/readyz`), a failure is logged with the job's own `what` and kept
-    /// as the job's last error. Returns whether the round succeeded.
+    /// success (metric and `/readyz`), a failure is kept as the job's last error and counted,
+    /// and logged with the job's own `what` when it differs from the last round's (a database
+    /// that stays away is said once, not every tick). Returns the round's value on success.
     pub async fn round<T>(
         &self,
         job: Job,
@@ -211,16 +221,32 @@ impl JobCtx {
         let span = tracing::info_span!("round", round);
         match work.instrument(span.clone()).await {
             Ok(value) => {
-                self.board.succeeded(job);
+                if self.board.succeeded(job) {
+                    span.in_scope(|| tracing::info!("{what} succeeded again"));
+                }
                 Some(value)
             }
             Err(e) => {
                 let error = format!("{e:#}");
-                span.in_scope(|| tracing::warn!(error = %error, "{what} failed; retrying"));
-                self.board.failed(job, error);
+                if self.board.failed(job, error.clone()) {
+                    span.in_scope(|| tracing::warn!(error = %error, "{what} failed; retrying"));
+                }
                 None
             }
         }
+    }
+}
+
+/// The outcome of two independent steps of a round, both tried: the first error, with the
+/// second's added when both failed.
+///
+/// # Errors
+/// Either step's error.
+pub fn both(first: anyhow::Result<()>, second: anyhow::Result<()>) -> anyhow::Result<()> {
+    match (first, second) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(anyhow::anyhow!("{a:#}; and {b:#}")),
     }
 }
 
@@ -322,20 +348,28 @@ impl JobBoard {
         })
     }
 
-    fn succeeded(&self, job: Job) {
+    /// Records a successful round; true when it follows a failed one.
+    fn succeeded(&self, job: Job) -> bool {
         let now = Utc::now();
-        self.with(|m| {
+        let recovered = self.with(|m| {
             let s = m.entry(job).or_default();
             s.last_success = Some(now);
-            s.last_error = None;
+            s.last_error.take().is_some()
         });
         metrics::gauge!("gridmesh_job_last_success_timestamp_seconds", "job" => job.name())
             .set(now.timestamp_millis() as f64 / 1_000.0);
+        recovered
     }
 
-    fn failed(&self, job: Job, error: String) {
-        self.with(|m| m.entry(job).or_default().last_error = Some(error));
+    /// Records a failed round; true when its error differs from the last round's.
+    fn failed(&self, job: Job, error: String) -> bool {
         metrics::counter!("gridmesh_job_failed_rounds_total", "job" => job.name()).increment(1);
+        self.with(|m| {
+            let s = m.entry(job).or_default();
+            let new = s.last_error.as_deref() != Some(error.as_str());
+            s.last_error = Some(error);
+            new
+        })
     }
 
     /// Every job this process runs or stands by for, with its state.
@@ -345,31 +379,63 @@ impl JobBoard {
     }
 }
 
+/// How long a job whose lease was lost may take to finish the round in progress before it is
+/// cancelled: a round is left whole where it can be (a settlement stored with its rewards), and
+/// every round is idempotent, so the new holder repeating part of it changes nothing.
+const LOST_LEASE_GRACE: Duration = Duration::from_secs(30);
+
 /// Starts `job`: waits for its lease, runs it while the lease holds, and returns when
-/// `shutdown` fires (releasing the lease). A lost lease (the database connection that holds it
-/// broke) stops the job's rounds at once, and the task goes back to waiting for the lease.
+/// `shutdown` fires (releasing the lease). When the lease is lost (its connection failed or
+/// stopped answering), the job is asked to stop after its round, and the task goes back to
+/// waiting for the lease.
 pub fn spawn(job: Job, ctx: JobCtx, shutdown: Shutdown) -> JoinHandle<()> {
     ctx.board.register(job);
     tokio::spawn(
         async move {
-            let mut stop = shutdown.clone();
+            let mut waiting = shutdown.clone();
             loop {
-                let Some(mut lease) = lease::Lease::acquire(&ctx.pool, job, &mut stop).await else { return };
+                let Some(mut lease) = lease::Lease::acquire(&ctx.pool, job, &mut waiting).await else {
+                    return;
+                };
                 ctx.board.set_lease(job, LeaseState::Held);
                 tracing::info!("lease taken; job running");
-                let outcome = tokio::select! {
-                    () = run(job, ctx.clone(), shutdown.clone()) => None,
+                // The job's own stop: the process's shutdown, or the lease lost.
+                let (stop_job, job_shutdown) = Shutdown::new();
+                let stop_job = Arc::new(stop_job);
+                let mut process = shutdown.clone();
+                let relay = tokio::spawn({
+                    let stop_job = Arc::clone(&stop_job);
+                    async move {
+                        process.wait().await;
+                        let _ = stop_job.send(true);
+                    }
+                });
+                let running = run(job, ctx.clone(), job_shutdown);
+                tokio::pin!(running);
+                let lost = tokio::select! {
+                    () = &mut running => None,
                     reason = lease.lost() => Some(reason),
                 };
+                relay.abort();
                 ctx.board.set_lease(job, LeaseState::Standby);
-                match outcome {
-                    None => {
+                match lost {
+                    Some(reason) => {
+                        tracing::warn!(reason = %reason, "lease lost; the job stops after its round");
+                        let _ = stop_job.send(true);
+                        if tokio::time::timeout(LOST_LEASE_GRACE, &mut running).await.is_err() {
+                            tracing::warn!("the job's round outlived the grace; cancelled");
+                        }
+                    }
+                    None if shutdown.fired() => {
                         lease.release().await;
                         tracing::info!("job stopped; lease released");
                         return;
                     }
-                    Some(reason) => {
-                        tracing::warn!(reason = %reason, "lease lost; job paused until it is taken again");
+                    None => {
+                        // A job returns only when told to stop: anything else is a bug, and the
+                        // job is started again rather than silently given up.
+                        tracing::error!("the job returned without being stopped; restarting it");
+                        lease.release().await;
                     }
                 }
             }

@@ -147,37 +147,46 @@ pub async fn adjust_due(
 }
 
 /// Settles and adjusts every `tick` until `shutdown`; failures back off exponentially up to
-/// five minutes. Reward distributions are stored with each settlement when a chain deployment
-/// names the rewards' genesis; the anchor job publishes them.
+/// five minutes. Reward distributions are stored with each settlement once the chain the
+/// deployment file names has answered with that chain's id (the rewards' genesis comes from
+/// that file); the anchor job publishes them. Until then periods settle without rewards, as
+/// without a chain.
 pub async fn run(ctx: JobCtx, mut shutdown: Shutdown) {
     let settings = ctx.settings.settlement;
+    let chain = &ctx.settings.chain;
+    let mut link: Option<super::anchor::ChainLink> = None;
+    let mut chain_said: Option<String> = None;
     let mut backoff = TICK;
     loop {
         if shutdown.sleep(backoff).await {
             return;
         }
+        if link.is_none() && chain.chain_rpc_url.is_some() {
+            match super::anchor::ChainLink::connect(chain).await {
+                Ok(l) => {
+                    link = l;
+                    chain_said = None;
+                }
+                Err(e) => {
+                    // Said once per cause, not every round.
+                    let why = format!("{e:#}");
+                    if chain_said.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(error = %why, "chain not available; settling without rewards for now");
+                        chain_said = Some(why);
+                    }
+                }
+            }
+        }
+        let genesis = link.as_ref().and_then(|l| l.deployment.genesis().ok());
         let pool = &ctx.pool;
-        let chain = &ctx.settings.chain;
         let ok = ctx
             .round(Job::Settlement, "settlement round", async {
-                // Read each round: `gridmesh chain deploy` may write it while the service runs.
-                // Without it periods still settle, without rewards (as without a chain).
-                let genesis = chain.chain_rpc_url.as_ref().and_then(|_| {
-                    super::anchor::DeploymentFile::load(&chain.chain_deployment)
-                        .and_then(|d| d.genesis())
-                        .map_err(|e| {
-                            tracing::warn!(
-                                error = format!("{e:#}"),
-                                "no rewards' genesis; settling without rewards"
-                            )
-                        })
-                        .ok()
-                });
                 let settled = settle_due(pool, &settings, genesis, Utc::now()).await;
                 let adjusted = adjust_due(pool, &settings, Utc::now()).await;
-                settled.context("settling due periods")?;
-                adjusted.context("adjusting for late data")?;
-                Ok(())
+                super::both(
+                    settled.map(drop).context("settling due periods"),
+                    adjusted.map(drop).context("adjusting for late data"),
+                )
             })
             .await
             .is_some();
