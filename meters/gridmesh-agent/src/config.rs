@@ -21,6 +21,14 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file cannot be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The TOML does not parse or does not fit.
     #[error("{path}: {message}")]
     Parse {
@@ -45,9 +53,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The site this agent reports for.
-    pub site: SiteId,
-    /// This agent's id, as `gridmesh-agent enroll` printed it (needed to `run`).
+    /// The site this agent reports for (written by `gridmesh-agent enroll --code`; needed to
+    /// `run`).
+    pub site: Option<SiteId>,
+    /// This agent's id (written by `gridmesh-agent enroll --code`; needed to `run`).
     pub agent: Option<AgentId>,
     /// The device key (created on first start, mode 0600).
     #[serde(default = "default_key_file")]
@@ -329,6 +338,84 @@ impl AgentConfig {
     }
 }
 
+/// What an enrolment gives an agent, to write into its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    /// The site it reports for.
+    pub site: SiteId,
+    /// Its agent id.
+    pub agent: AgentId,
+    /// The server's public key (hex), for `central.server_key`.
+    pub server_key: String,
+    /// The broker to use, when the service named one (`central.url`).
+    pub broker_url: Option<String>,
+}
+
+/// The configuration text `text` with the enrolment written in: `site` and `agent` at the top
+/// level, `server_key` (and `url`, when given) under `[central]`. Lines it does not set stay as
+/// they are, comments included.
+#[must_use]
+pub fn with_enrolment(text: &str, e: &Enrolled) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let is_table = |l: &str| l.trim_start().starts_with('[');
+    let key_of = |l: &str| l.split_once('=').map(|(k, _)| k.trim().to_owned());
+    // Sets `key` inside the section that starts after line `start` (the top level: no start).
+    let set = |lines: &mut Vec<String>, start: Option<usize>, key: &str, value: &str| {
+        let from = start.map_or(0, |s| s + 1);
+        let end = lines.iter().skip(from).position(|l| is_table(l)).map_or(lines.len(), |p| from + p);
+        let line = format!("{key} = \"{value}\"");
+        match (from..end).find(|&i| key_of(&lines[i]).as_deref() == Some(key)) {
+            Some(i) => lines[i] = line,
+            None => {
+                // At the top, below the file's opening comments; in a table, under its header.
+                let at = if start.is_some() {
+                    from
+                } else {
+                    (from..end)
+                        .find(|&i| {
+                            let t = lines[i].trim();
+                            !(t.is_empty() || t.starts_with('#'))
+                        })
+                        .unwrap_or(end)
+                };
+                lines.insert(at, line);
+            }
+        }
+    };
+    set(&mut lines, None, "agent", &e.agent.to_string());
+    set(&mut lines, None, "site", &e.site.to_string());
+    let central = lines.iter().position(|l| l.trim() == "[central]");
+    let central = central.unwrap_or_else(|| {
+        lines.push(String::new());
+        lines.push("[central]".to_owned());
+        lines.len() - 1
+    });
+    set(&mut lines, Some(central), "server_key", &e.server_key);
+    if let Some(url) = &e.broker_url {
+        set(&mut lines, Some(central), "url", url);
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// Writes the enrolment into the configuration file at `path` (see [`with_enrolment`]), only
+/// if the result is a valid configuration, and atomically (a new file renamed over the old).
+///
+/// # Errors
+/// The file cannot be read or written, or the result does not load (named as for
+/// [`AgentConfig::load`]).
+pub fn write_enrolment(path: &std::path::Path, e: &Enrolled) -> Result<AgentConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let updated = with_enrolment(&text, e);
+    let cfg = AgentConfig::parse(path, &updated)?;
+    let tmp = path.with_extension("toml.new");
+    let write = std::fs::write(&tmp, &updated).and_then(|()| std::fs::rename(&tmp, path));
+    write.map_err(|source| ConfigError::Write { path: path.to_owned(), source })?;
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
@@ -401,6 +488,33 @@ unit = 3
         assert!(refused("mqtts://u:p@broker").contains("central.username and central.password"));
         assert!(refused("https://broker").contains("expected mqtts://host:port"));
         assert!(refused("mqtts://broker:99999").contains("central.url"));
+    }
+
+    #[test]
+    fn an_enrolment_is_written_into_the_file_keeping_everything_else() {
+        let e = Enrolled {
+            site: "00000000-0000-4000-8000-0000000000aa".parse().unwrap(),
+            agent: "00000000-0000-4000-8000-0000000000bb".parse().unwrap(),
+            server_key: "ab".repeat(32),
+            broker_url: Some("mqtts://broker.example:8883".into()),
+        };
+        // The example file: comments, devices and the old central.url stay or are replaced in
+        // place, and the result loads.
+        let example = include_str!("../agent.example.toml");
+        let written = with_enrolment(example, &e);
+        let cfg = AgentConfig::parse(std::path::Path::new("agent.toml"), &written).unwrap();
+        assert_eq!((cfg.site, cfg.agent), (Some(e.site), Some(e.agent)));
+        assert_eq!(cfg.central.server_key.as_deref(), Some(e.server_key.as_str()));
+        assert_eq!(cfg.central.url, "mqtts://broker.example:8883");
+        let comments = |t: &str| t.lines().filter(|l| l.trim_start().starts_with('#')).count();
+        assert_eq!(comments(&written), comments(example));
+        // Writing again changes nothing; a file without [central] gets one.
+        assert_eq!(with_enrolment(&written, &e), written);
+        let bare = with_enrolment("poll_ms = 1000\n", &Enrolled { broker_url: None, ..e.clone() });
+        assert!(bare.contains("[central]\nserver_key = "), "{bare}");
+        assert!(bare.starts_with("site = "), "{bare}");
+        let commented = with_enrolment("# my box\n\npoll_ms = 1000\n", &e);
+        assert!(commented.starts_with("# my box\n\nsite = "), "{commented}");
     }
 
     #[test]

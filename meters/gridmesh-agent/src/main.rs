@@ -38,15 +38,20 @@ enum Command {
     Check,
     /// Print the device's public key (creating the key on first use), for enrolment.
     Key,
-    /// Register the device key with the service for the configured site, and print the agent
-    /// id and the server key to put in the configuration.
+    /// Register the device key with the service. With `--code` (a one-time code from the home's
+    /// owner) the service names the site, and the site, the agent id and the server key are
+    /// written into the configuration file. With `--token` (the owner's or an operator's API
+    /// token) the key is registered for the configured site, and the lines to add are printed.
     Enroll {
-        /// The gridmesh API, e.g. https://gridmesh.example.
-        #[arg(long, env = "GRIDMESH_API_URL")]
+        /// The gridmesh service, e.g. https://gridmesh.example.
+        #[arg(long, visible_alias = "server", env = "GRIDMESH_API_URL")]
         api_url: String,
-        /// The site owner's (or an operator's) API token.
+        /// The one-time enrolment code (like 7KQ2-M9XD).
+        #[arg(long, conflicts_with = "token", required_unless_present = "token")]
+        code: Option<String>,
+        /// The site owner's (or an operator's) API token, for a configured site.
         #[arg(long, env = "GRIDMESH_API_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
         /// A name for this agent ("garage pi").
         #[arg(long, default_value = "gridmesh-agent")]
         name: String,
@@ -78,16 +83,24 @@ async fn real_main() -> anyhow::Result<()> {
             let key = gridmesh_agent::key::load_or_create(&cfg.key_file)?;
             println!("{}", key.public());
             eprintln!(
-                "enrol it: POST /v1/sites/{}/agents {{\"name\": \"...\", \"public_key\": \"{}\"}} (owner or operator token)",
-                cfg.site,
-                key.public()
+                "enrol it: gridmesh-agent enroll --server <gridmesh URL> --code <code from the home's owner>"
             );
             Ok(())
         }
         Command::Check => check(&cfg).await,
-        Command::Enroll { api_url, token, name } => {
+        Command::Enroll { api_url, code: Some(code), name, .. } => {
             let key = gridmesh_agent::key::load_or_create(&cfg.key_file)?;
-            let e = gridmesh_agent::enroll::enroll(&api_url, &token, cfg.site, &key, &name).await?;
+            let e = gridmesh_agent::enroll::enroll_with_code(&api_url, &code, &key, &name).await?;
+            gridmesh_agent::config::write_enrolment(&cli.config, &e)?;
+            println!("enrolled: site {}, agent {}; written to {}", e.site, e.agent, cli.config.display());
+            Ok(())
+        }
+        Command::Enroll { api_url, token, name, .. } => {
+            let token = token.context("give --code or --token")?;
+            let site =
+                cfg.site.context("`site` is not set in the configuration: enrol with --code instead")?;
+            let key = gridmesh_agent::key::load_or_create(&cfg.key_file)?;
+            let e = gridmesh_agent::enroll::enroll(&api_url, &token, site, &key, &name).await?;
             println!("agent = \"{}\"", e.agent);
             println!("# in [central]:");
             println!("server_key = \"{}\"", e.server_key);
@@ -120,8 +133,11 @@ async fn terminate() {
 
 async fn check(cfg: &AgentConfig) -> anyhow::Result<()> {
     match cfg.agent {
-        Some(agent) => println!("configuration OK: site {}, agent {agent}", cfg.site),
-        None => println!("configuration OK: site {}, not enrolled yet (gridmesh-agent enroll)", cfg.site),
+        Some(agent) => println!(
+            "configuration OK: site {}, agent {agent}",
+            cfg.site.map_or_else(|| "not set".to_owned(), |s| s.to_string())
+        ),
+        None => println!("configuration OK, not enrolled yet (gridmesh-agent enroll --code)"),
     }
     let broker = cfg.broker().map_err(anyhow::Error::msg)?;
     println!(

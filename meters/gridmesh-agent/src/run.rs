@@ -260,8 +260,12 @@ pub fn uplink_options(cfg: &AgentConfig, agent: gridmesh_core::AgentId) -> anyho
 /// # Errors
 /// The key or the buffer cannot be used, or the uplink fails on the disk.
 pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let agent =
-        cfg.agent.context("`agent` is not set in the configuration: enrol first (gridmesh-agent enroll)")?;
+    let site = cfg
+        .site
+        .context("`site` is not set in the configuration: enrol first (gridmesh-agent enroll --code)")?;
+    let agent = cfg
+        .agent
+        .context("`agent` is not set in the configuration: enrol first (gridmesh-agent enroll --code)")?;
     let (buffer, recovered) = Buffer::open(&cfg.buffer.dir, cfg.buffer.max_mib * 1024 * 1024)
         .with_context(|| format!("opening the disk buffer {}", cfg.buffer.dir.display()))?;
     let mut next_seq = buffer.last_seq().map_or(0, |s| s + 1);
@@ -271,7 +275,7 @@ pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) ->
     let (setpoint_tx, mut setpoint_rx) = tokio::sync::mpsc::channel(16);
     let (answer_tx, answer_rx) = tokio::sync::mpsc::channel(16);
     let commands = uplink::Commands { setpoints: setpoint_tx, answers: answer_rx, key: key.clone() };
-    let up = tokio::spawn(uplink::run(cfg.site, agent, Arc::clone(&buffer), options, commands, stop.clone()));
+    let up = tokio::spawn(uplink::run(site, agent, Arc::clone(&buffer), options, commands, stop.clone()));
     let home = crate::home::devices(&cfg.mqtt_device)?;
     let mut home_commands = None;
     let mut home_task = None;
@@ -300,7 +304,7 @@ pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) ->
             _ = every.tick() => {}
             Some(incoming) = setpoint_rx.recv() => {
                 let answer =
-                    apply_setpoint(&mut sources, home_commands.as_ref(), &mut releases, cfg.site, &incoming).await;
+                    apply_setpoint(&mut sources, home_commands.as_ref(), &mut releases, site, &incoming).await;
                 tracing::info!(command = %answer.command, outcome = ?answer.outcome, reason = %answer.reason, "setpoint answered");
                 let _ = answer_tx.send(answer).await;
                 continue;
@@ -325,12 +329,8 @@ pub async fn run(cfg: AgentConfig, key: KeyPair, stop: watch::Receiver<bool>) ->
         }
         readings.push(to_reading(&combined));
         if readings.len() >= cfg.batch_readings {
-            let batch = TelemetryBatch {
-                agent,
-                site: cfg.site,
-                first_seq: next_seq,
-                readings: std::mem::take(&mut readings),
-            };
+            let batch =
+                TelemetryBatch { agent, site, first_seq: next_seq, readings: std::mem::take(&mut readings) };
             let last = batch.last_seq();
             let bytes =
                 gridmesh_wire::encode(&Message::Telemetry(batch), &key).context("encoding a batch")?;

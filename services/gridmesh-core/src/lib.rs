@@ -11,6 +11,7 @@
 //!   ([`Period`]).
 #![warn(missing_docs)]
 
+pub mod enrolment;
 pub mod flags;
 pub mod forecast;
 pub mod ids;
@@ -24,6 +25,7 @@ pub mod summary;
 pub mod topology;
 pub mod units;
 
+pub use enrolment::{CodeError, EnrolmentCode};
 pub use flags::ReadingFlags;
 pub use ids::{AgentId, CommandId, DeviceId, GridNodeId, OrderId, SiteId, StrategyId, UserId};
 pub use period::{Period, PeriodError, PeriodRange};

@@ -71,7 +71,11 @@ pub async fn enroll_key(pool: &Pool, agent: AgentId, public_key: [u8; 32]) -> Re
     Ok(id)
 }
 
-async fn insert_agent(conn: &mut PgConnection, site: SiteId, name: &str) -> Result<AgentId, DbError> {
+pub(crate) async fn insert_agent(
+    conn: &mut PgConnection,
+    site: SiteId,
+    name: &str,
+) -> Result<AgentId, DbError> {
     let id = AgentId::new_random();
     sqlx::query("INSERT INTO agents (id, site_id, name) VALUES ($1, $2, $3)")
         .bind(id.0)
@@ -82,7 +86,11 @@ async fn insert_agent(conn: &mut PgConnection, site: SiteId, name: &str) -> Resu
     Ok(id)
 }
 
-async fn insert_key(conn: &mut PgConnection, agent: AgentId, public_key: [u8; 32]) -> Result<Uuid, DbError> {
+pub(crate) async fn insert_key(
+    conn: &mut PgConnection,
+    agent: AgentId,
+    public_key: [u8; 32],
+) -> Result<Uuid, DbError> {
     let id = Uuid::new_v4();
     sqlx::query("INSERT INTO agent_keys (id, agent_id, public_key) VALUES ($1, $2, $3)")
         .bind(id)

@@ -9,6 +9,7 @@
 
 mod agents;
 mod dispatch;
+mod enrolment;
 mod error;
 mod grid;
 mod ingest;
@@ -27,6 +28,7 @@ pub use dispatch::{
     record_setpoint_answer, record_setpoints, setpoint_records, store_plan, utility_requests_between,
     utility_requests_changed_at,
 };
+pub use enrolment::{CodeEnrolment, CodeRefusal, NewEnrolmentCode, create_enrolment_code, enrol_with_code};
 pub use error::DbError;
 pub use grid::{get_site, insert_grid_node, insert_site, load_topology};
 pub use ingest::{CommitReport, IngestRow, commit_ingest};

@@ -182,6 +182,11 @@ pub struct ServeConfig {
     #[arg(long, env = "GRIDMESH_MQTT_URL", default_value = "mqtt://127.0.0.1:1883", value_parser = SecretParser(parse_mqtt_url), hide_env_values = true)]
     pub mqtt_url: MqttUrl,
 
+    /// The broker URL agents should use, told to each agent when it enrols with a code (for
+    /// example mqtts://broker.example:8883); without it agents keep the URL they were set up with.
+    #[arg(long, env = "GRIDMESH_AGENT_BROKER_URL")]
+    pub agent_broker_url: Option<String>,
+
     /// MQTT client id prefix; a random suffix keeps replicas apart.
     #[arg(long, env = "GRIDMESH_MQTT_CLIENT_ID", default_value = "gridmesh-server")]
     pub mqtt_client_id: String,

@@ -33,6 +33,8 @@ pub struct AppState {
     pub jobs: JobBoard,
     /// The ingest worker's broker session, when this process runs ingest (for `/readyz`).
     pub ingest_link: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The broker URL agents are told at enrolment (`--agent-broker-url`), if set.
+    pub agent_broker_url: Option<String>,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
             market: crate::jobs::market::MarketSettings::default(),
             jobs: JobBoard::default(),
             ingest_link: None,
+            agent_broker_url: None,
         }
     }
 }
@@ -121,6 +124,7 @@ pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> 
     let mut state = AppState::new(pool, broker);
     state.server_key = Some(server_key.public());
     state.market = crate::jobs::market::MarketSettings::from_args(&config.market);
+    state.agent_broker_url.clone_from(&config.agent_broker_url);
     let (stop, shutdown) = Shutdown::new();
     let ctx = JobCtx {
         pool: state.pool.clone(),

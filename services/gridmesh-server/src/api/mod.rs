@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::AppState;
 
 mod dispatch;
+mod enrolment;
 mod grid;
 mod market;
 mod readings;
@@ -35,6 +36,8 @@ pub fn router() -> Router<AppState> {
         .route("/sites/{id}/flags", get(readings::flags))
         .route("/sites/{id}/flags/resolve", post(readings::resolve))
         .route("/sites/{id}/agents", post(readings::enrol))
+        .route("/sites/{id}/enrolment-codes", post(enrolment::create_code))
+        .route("/enrol", post(enrolment::enrol))
         .route("/market/orders", post(market::place).get(market::list))
         .route("/market/orders/{id}", get(market::get_one).put(market::replace).delete(market::cancel))
         .route("/market/periods/{start}", get(market::period))

@@ -200,10 +200,15 @@ pub struct Server {
 
 impl Server {
     pub async fn start(pool: PgPool, mqtt: &MqttUrl) -> Self {
-        let state = AppState::new(
+        Self::with_state(AppState::new(
             pool,
             BrokerLink::spawn(mqtt, "gridmesh-test").expect("a plain mqtt:// test broker"),
-        );
+        ))
+        .await
+    }
+
+    /// A server around a state the test prepared (a server key, say).
+    pub async fn with_state(state: AppState) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,141 @@
+//! Enrolment with a one-time code: a home's owner (or an operator) asks for a code, and a new
+//! agent enrols its device key with the code alone (`gridmesh-agent enroll --code`), learning
+//! its site, its agent id, the server's key and, where configured, the broker to use.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use gridmesh_core::{AgentId, EnrolmentCode, SiteId};
+use gridmesh_db::{CodeRefusal, NewEnrolmentCode};
+use gridmesh_wire::PublicKey;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Authenticated;
+use crate::error::{Json, Path};
+use crate::{ApiError, AppState};
+
+/// How long a code works unless asked otherwise.
+const DEFAULT_VALID_HOURS: u32 = 24;
+
+/// The longest a code may work: a week.
+const MAX_VALID_HOURS: u32 = 168;
+
+/// Body of `POST /v1/sites/{id}/enrolment-codes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeIn {
+    /// Hours the code works, 1 to 168 (default 24).
+    #[serde(default)]
+    valid_hours: Option<u32>,
+}
+
+/// A code handed out: shown once, stored only as a hash.
+#[derive(Debug, Serialize)]
+pub struct CodeOut {
+    code: String,
+    site_id: SiteId,
+    expires_at: DateTime<Utc>,
+}
+
+/// `POST /v1/sites/{id}/enrolment-codes` (the site's owner or an operator): a one-time code for
+/// a new agent of this site.
+pub async fn create_code(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<SiteId>,
+    Json(body): Json<CodeIn>,
+) -> Result<(StatusCode, Json<CodeOut>), ApiError> {
+    let site = caller.require_site(&state, id).await?;
+    if !caller.can_act_for(&site) {
+        return Err(ApiError::Denied("only the site's owner or an operator may enrol agents for it".into()));
+    }
+    let hours = body.valid_hours.unwrap_or(DEFAULT_VALID_HOURS);
+    if !(1..=MAX_VALID_HOURS).contains(&hours) {
+        return Err(ApiError::invalid("valid_hours", format!("must be 1 to {MAX_VALID_HOURS}, got {hours}")));
+    }
+    let mut random = [0_u8; 5];
+    getrandom::fill(&mut random).map_err(|e| ApiError::Internal(anyhow::anyhow!("no randomness: {e}")))?;
+    let code = EnrolmentCode::from_random(random);
+    let expires_at = Utc::now() + chrono::Duration::hours(i64::from(hours));
+    gridmesh_db::create_enrolment_code(
+        &state.pool,
+        &NewEnrolmentCode {
+            site: site.id,
+            created_by: caller.0.user_id,
+            code_hash: gridmesh_db::hash_token(code.canonical()),
+            expires_at,
+        },
+    )
+    .await?;
+    tracing::info!(site = %site.id, %expires_at, "enrolment code issued");
+    Ok((StatusCode::CREATED, Json(CodeOut { code: code.to_string(), site_id: site.id, expires_at })))
+}
+
+/// Body of `POST /v1/enrol`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolIn {
+    /// The one-time code, as the owner read it out (`7KQ2-M9XD`; case and dashes forgiven).
+    code: String,
+    /// The agent's ed25519 public key, 64 hex digits.
+    public_key: String,
+    /// A name for the agent (the box it runs on).
+    #[serde(default)]
+    name: String,
+}
+
+/// What an agent needs to run.
+#[derive(Debug, Serialize)]
+pub struct EnrolOut {
+    site_id: SiteId,
+    agent_id: AgentId,
+    /// The key the server signs acknowledgements and setpoints with.
+    server_key: String,
+    /// The broker agents publish to, when the operator configured one (`--agent-broker-url`).
+    broker_url: Option<String>,
+}
+
+/// `POST /v1/enrol` (no token: the code is the credential): enrols the key as a new agent of
+/// the code's site and uses the code up, in one transaction.
+pub async fn enrol(
+    State(state): State<AppState>,
+    Json(body): Json<EnrolIn>,
+) -> Result<(StatusCode, Json<EnrolOut>), ApiError> {
+    let code: EnrolmentCode =
+        body.code.parse().map_err(|e: gridmesh_core::CodeError| ApiError::invalid("code", e.to_string()))?;
+    let key =
+        PublicKey::from_hex(&body.public_key).map_err(|e| ApiError::invalid("public_key", e.to_string()))?;
+    let name = body.name.trim();
+    if name.chars().count() > 200 {
+        return Err(ApiError::invalid("name", "must be at most 200 characters"));
+    }
+    let server_key = state.server_key.ok_or_else(|| ApiError::NotFound("server key".into()))?;
+    let outcome = gridmesh_db::enrol_with_code(
+        &state.pool,
+        gridmesh_db::hash_token(code.canonical()),
+        name,
+        *key.as_bytes(),
+    )
+    .await?;
+    let enrolled = outcome.map_err(|refusal| match refusal {
+        CodeRefusal::Unknown => {
+            ApiError::invalid("code", "no such enrolment code: check it with the home's owner")
+        }
+        CodeRefusal::Used(at) => {
+            ApiError::Conflict(format!("this enrolment code was used already, at {at}; ask for a new one"))
+        }
+        CodeRefusal::Expired(at) => {
+            ApiError::Conflict(format!("this enrolment code expired at {at}; ask for a new one"))
+        }
+    })?;
+    tracing::info!(site = %enrolled.site, agent = %enrolled.agent, "agent enrolled with a code");
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrolOut {
+            site_id: enrolled.site,
+            agent_id: enrolled.agent,
+            server_key: server_key.to_string(),
+            broker_url: state.agent_broker_url.clone(),
+        }),
+    ))
+}

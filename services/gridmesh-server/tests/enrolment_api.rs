@@ -1,0 +1,132 @@
+//! Enrolment codes over real HTTP and a real PostgreSQL: only the site's owner or an operator
+//! gets one; an agent enrols with the code alone, once; mistyped, used and expired codes, and a
+//! key enrolled before, are refused with the reason and leave nothing behind.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken set-up")]
+
+mod common;
+
+use common::{Method, Server, mqtt_url, user};
+use gridmesh_core::{GridConnection, GridNode, GridNodeId, GridNodeKind, Role, Site, SiteId, Watts};
+use gridmesh_server::AppState;
+use gridmesh_server::broker::BrokerLink;
+use gridmesh_wire::KeyPair;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// A home of `owner` on a new feeder.
+async fn home(pool: &PgPool, owner: gridmesh_core::UserId) -> SiteId {
+    let feeder = GridNodeId::new_random();
+    let node = GridNode {
+        id: feeder,
+        kind: GridNodeKind::Feeder,
+        parent: None,
+        name: "f".into(),
+        import_limit: Watts(100_000),
+        export_limit: Watts(100_000),
+    };
+    gridmesh_db::insert_grid_node(pool, &node).await.unwrap();
+    let site = Site {
+        id: SiteId::new_random(),
+        owner,
+        feeder,
+        name: "home".into(),
+        location: None,
+        rated_pv: Watts(4_000),
+        battery: None,
+        grid: GridConnection { import_limit: Watts(10_000), export_limit: Watts(4_000) },
+    };
+    gridmesh_db::insert_site(pool, &site).await.unwrap();
+    site.id
+}
+
+async fn agents_of(pool: &PgPool, site: SiteId) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM agents WHERE site_id = $1")
+        .bind(site.0)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn a_code_enrols_one_agent_once_and_says_why_it_will_not(pool: PgPool) {
+    let server_key = KeyPair::from_seed([3; 32]);
+    let mut state = AppState::new(pool.clone(), BrokerLink::spawn(&mqtt_url(), "codes-test").unwrap());
+    state.server_key = Some(server_key.public());
+    let server = Server::with_state(state).await;
+    let api = server.client();
+    let (owner_id, owner) = user(&pool, "owner", Role::Homeowner).await;
+    let (_, stranger) = user(&pool, "stranger", Role::Prosumer).await;
+    let (_, regulator) = user(&pool, "regulator", Role::Regulator).await;
+    let (_, operator) = user(&pool, "operator", Role::Operator).await;
+    let site = home(&pool, owner_id).await;
+    let codes = format!("/v1/sites/{site}/enrolment-codes");
+
+    // Who may ask: the owner and operators; a stranger does not even see the site; a regulator
+    // sees it but enrols nothing.
+    let (status, issued) = api.call(Method::POST, &codes, &owner, Some(json!({}))).await;
+    assert_eq!(status, 201, "{issued}");
+    let code = issued["code"].as_str().unwrap().to_owned();
+    assert!(code.len() == 9 && &code[4..5] == "-", "{code}");
+    assert_eq!(issued["site_id"], site.to_string());
+    let (status, _) = api.call(Method::POST, &codes, &operator, Some(json!({ "valid_hours": 2 }))).await;
+    assert_eq!(status, 201);
+    assert_eq!(api.call(Method::POST, &codes, &stranger, Some(json!({}))).await.0, 404);
+    assert_eq!(api.call(Method::POST, &codes, &regulator, Some(json!({}))).await.0, 403);
+    let (status, bad) = api.call(Method::POST, &codes, &owner, Some(json!({ "valid_hours": 0 }))).await;
+    assert_eq!(status, 422);
+    assert!(bad["detail"].as_str().unwrap().contains("valid_hours"), "{bad}");
+
+    // The agent enrols with the code alone (no token).
+    let key = KeyPair::from_seed([10; 32]);
+    let enrol = |code: &str, key: &KeyPair| json!({ "code": code, "public_key": key.public().to_string(), "name": "pi" });
+    let (status, enrolled) = api.call(Method::POST, "/v1/enrol", "", Some(enrol(&code, &key))).await;
+    assert_eq!(status, 201, "{enrolled}");
+    assert_eq!(enrolled["site_id"], site.to_string());
+    assert_eq!(enrolled["server_key"], server_key.public().to_string());
+    let stored = gridmesh_db::find_active_key(&pool, key.public().as_bytes()).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.site, stored.agent.to_string()),
+        (site, enrolled["agent_id"].as_str().unwrap().to_owned())
+    );
+
+    // Once only.
+    let other = KeyPair::from_seed([11; 32]);
+    let (status, used) = api.call(Method::POST, "/v1/enrol", "", Some(enrol(&code, &other))).await;
+    assert_eq!(status, 409);
+    assert!(used["detail"].as_str().unwrap().contains("used already"), "{used}");
+
+    // Mistyped or unknown codes name the field.
+    let (status, typo) = api.call(Method::POST, "/v1/enrol", "", Some(enrol("ABC-123", &other))).await;
+    assert_eq!(status, 422);
+    assert!(typo["detail"].as_str().unwrap().contains("code"), "{typo}");
+    let (status, unknown) = api.call(Method::POST, "/v1/enrol", "", Some(enrol("ZZZZ-ZZZZ", &other))).await;
+    assert_eq!(status, 422);
+    assert!(unknown["detail"].as_str().unwrap().contains("no such enrolment code"), "{unknown}");
+
+    // A key enrolled before is refused, and the code stays good for the right key.
+    let (_, fresh) = api.call(Method::POST, &codes, &owner, Some(json!({}))).await;
+    let fresh = fresh["code"].as_str().unwrap().to_owned();
+    let (status, reused) = api.call(Method::POST, "/v1/enrol", "", Some(enrol(&fresh, &key))).await;
+    assert_eq!(status, 409, "{reused}");
+    assert_eq!(agents_of(&pool, site).await, 1, "the refused enrolment left no agent behind");
+    assert_eq!(api.call(Method::POST, "/v1/enrol", "", Some(enrol(&fresh, &other))).await.0, 201);
+    assert_eq!(agents_of(&pool, site).await, 2);
+
+    // An expired code says so.
+    let (_, late) = api.call(Method::POST, &codes, &owner, Some(json!({ "valid_hours": 1 }))).await;
+    let late = late["code"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "UPDATE enrolment_codes SET created_at = now() - interval '3 hours', expires_at = now() - interval '1 hour'
+         WHERE used_at IS NULL",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (status, expired) =
+        api.call(Method::POST, "/v1/enrol", "", Some(enrol(&late, &KeyPair::from_seed([12; 32])))).await;
+    assert_eq!(status, 409);
+    assert!(expired["detail"].as_str().unwrap().contains("expired"), "{expired}");
+    assert_eq!(agents_of(&pool, site).await, 2);
+    server.stop().await;
+}
