@@ -184,7 +184,7 @@ pub struct ServeConfig {
 
     /// The broker URL agents should use, told to each agent when it enrols with a code (for
     /// example mqtts://broker.example:8883); without it agents keep the URL they were set up with.
-    #[arg(long, env = "GRIDMESH_AGENT_BROKER_URL")]
+    #[arg(long, env = "GRIDMESH_AGENT_BROKER_URL", value_parser = parse_agent_broker_url)]
     pub agent_broker_url: Option<String>,
 
     /// MQTT client id prefix; a random suffix keeps replicas apart.
@@ -570,6 +570,15 @@ impl fmt::Display for SecretUrl {
 /// The central broker's address: the one broker-address type every gridmesh process uses.
 pub type MqttUrl = gridmesh_mqtt::BrokerAddr;
 
+/// Parses `--agent-broker-url`: a broker URL without credentials (each agent has its own).
+fn parse_agent_broker_url(s: &str) -> Result<String, String> {
+    let addr = MqttUrl::parse(s).map_err(|e| e.to_string())?;
+    if addr.username.is_some() {
+        return Err("no credentials in the agents' broker URL: each agent gets its own".into());
+    }
+    Ok(addr.to_string())
+}
+
 /// Parses `--mqtt-url`. The server talks to its broker without TLS for now (run it next to the
 /// broker, or behind a TLS-terminating proxy), so `mqtts://` is refused with that reason.
 fn parse_mqtt_url(s: &str) -> Result<MqttUrl, String> {
@@ -694,6 +703,9 @@ mod tests {
         assert_eq!(cfg.mqtt_url.host, "broker");
         assert_eq!(cfg.mqtt_url.port, 1884);
         assert!(Cli::try_parse_from(["gridmesh", "serve", "--http-bind", "nope"]).is_err());
+        assert_eq!(parse_agent_broker_url("mqtts://broker.example").unwrap(), "mqtts://broker.example:8883");
+        assert!(parse_agent_broker_url("mqtts://u:p@broker").unwrap_err().contains("no credentials"));
+        assert!(parse_agent_broker_url("broker:1883").unwrap_err().contains("expected mqtt://"));
         assert!(Cli::try_parse_from(["gridmesh", "frobnicate"]).is_err());
     }
 }
