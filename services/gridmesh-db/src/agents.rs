@@ -138,3 +138,100 @@ pub async fn find_active_key(pool: &Pool, public_key: &[u8; 32]) -> Result<Optio
     })
     .transpose()
 }
+
+/// An agent of a site as its owner sees it: its key, where its sequence numbers stand, and
+/// what is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSummary {
+    /// The agent.
+    pub agent: AgentId,
+    /// Its name.
+    pub name: String,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// Its active key and when it was enrolled; `None` once revoked.
+    pub active_key: Option<([u8; 32], DateTime<Utc>)>,
+    /// When its last key was revoked and why, for an agent without an active key.
+    pub revoked: Option<(DateTime<Utc>, Option<String>)>,
+    /// The next sequence number it should send (0 before its first reading).
+    pub next_seq: u64,
+    /// Readings between its first and latest that have not arrived (yet).
+    pub missing: u64,
+    /// When ingest last stored a reading of it.
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+type SummaryRow = (
+    Uuid,
+    String,
+    DateTime<Utc>,
+    Option<Vec<u8>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<DateTime<Utc>>,
+);
+
+/// The agents of `site`, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn list_agents(pool: &Pool, site: SiteId) -> Result<Vec<AgentSummary>, DbError> {
+    let rows: Vec<SummaryRow> = sqlx::query_as(
+        "SELECT a.id, a.name, a.created_at,
+                k.public_key, k.enrolled_at,
+                r.revoked_at, r.revoked_reason,
+                upper(s.ranges),
+                (upper(s.ranges) - lower(s.ranges))
+                  - (SELECT coalesce(sum(upper(x) - lower(x)), 0) FROM unnest(s.ranges) AS x)::bigint,
+                s.updated_at
+         FROM agents a
+         LEFT JOIN agent_keys k ON k.agent_id = a.id AND k.revoked_at IS NULL
+         LEFT JOIN LATERAL (
+             SELECT revoked_at, revoked_reason FROM agent_keys
+             WHERE agent_id = a.id AND revoked_at IS NOT NULL ORDER BY revoked_at DESC LIMIT 1
+         ) r ON k.id IS NULL
+         LEFT JOIN agent_sequences s ON s.agent_id = a.id
+         WHERE a.site_id = $1
+         ORDER BY a.created_at, a.id",
+    )
+    .bind(site.0)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(agent, name, created_at, key, enrolled_at, revoked_at, reason, next, missing, seen)| {
+            let active_key = match (key, enrolled_at) {
+                (Some(k), Some(at)) => Some((
+                    k.try_into()
+                        .map_err(|_| DbError::Corrupt("agent_keys.public_key is not 32 bytes".into()))?,
+                    at,
+                )),
+                _ => None,
+            };
+            Ok(AgentSummary {
+                agent: AgentId(agent),
+                name,
+                created_at,
+                active_key,
+                revoked: revoked_at.map(|at| (at, reason)),
+                next_seq: next.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+                missing: missing.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+                last_seen: seen,
+            })
+        })
+        .collect()
+}
+
+/// Whether `agent` is registered for `site`.
+///
+/// # Errors
+/// Database errors.
+pub async fn agent_of_site(pool: &Pool, site: SiteId, agent: AgentId) -> Result<bool, DbError> {
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1 AND site_id = $2)")
+        .bind(agent.0)
+        .bind(site.0)
+        .fetch_one(pool)
+        .await?)
+}

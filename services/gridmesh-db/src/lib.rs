@@ -21,7 +21,10 @@ mod settlement;
 mod telemetry;
 mod users;
 
-pub use agents::{AgentKey, create_agent, enrol_agent, enroll_key, find_active_key, revoke_key};
+pub use agents::{
+    AgentKey, AgentSummary, agent_of_site, create_agent, enrol_agent, enroll_key, find_active_key,
+    list_agents, revoke_key,
+};
 pub use dispatch::{
     DispatchSetpoint, NewPlan, NewUtilityRequest, PlanRecord, RequestKind, SetpointAnswer, SetpointRecord,
     UtilityRequest, cancel_utility_request, create_utility_request, grid_size, plan_body, recent_plans,

@@ -181,6 +181,12 @@ async fn a_code_enrols_a_new_agent_whose_readings_are_stored(pool: PgPool) {
     };
     assert_eq!(stored.agent, enrolled.agent);
     assert!(stored.reading.pv_power.is_some(), "{stored:?}");
+    // The home's agent list shows where its readings stand.
+    let listed = gridmesh_db::list_agents(&pool, home_site).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].agent, enrolled.agent);
+    assert!(listed[0].next_seq >= 2 && listed[0].last_seen.is_some(), "{listed:?}");
+    assert_eq!(listed[0].missing, 0);
 
     let _ = halt.send(true);
     agent.await.unwrap().unwrap();

@@ -130,3 +130,82 @@ async fn a_code_enrols_one_agent_once_and_says_why_it_will_not(pool: PgPool) {
     assert_eq!(agents_of(&pool, site).await, 2);
     server.stop().await;
 }
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn a_homes_agents_are_listed_rotated_and_revoked_by_its_owner(pool: PgPool) {
+    let server = Server::start(pool.clone(), &mqtt_url()).await;
+    let api = server.client();
+    let (owner_id, owner) = user(&pool, "owner", Role::Prosumer).await;
+    let (_, stranger) = user(&pool, "stranger", Role::Homeowner).await;
+    let (_, regulator) = user(&pool, "regulator", Role::Regulator).await;
+    let site = home(&pool, owner_id).await;
+    let elsewhere = home(&pool, owner_id).await;
+    let first = KeyPair::from_seed([20; 32]);
+    let agent = gridmesh_db::enrol_agent(&pool, site, "garage pi", *first.public().as_bytes()).await.unwrap();
+    let agents = format!("/v1/sites/{site}/agents");
+    // Readings 0 to 2 and 5 to 6 arrived; 3 and 4 are missing.
+    let now = chrono::Utc::now();
+    let readings: Vec<gridmesh_core::Reading> = (0..7)
+        .map(|i| gridmesh_core::Reading { at: now - chrono::Duration::seconds(60 - i), ..Default::default() })
+        .collect();
+    let rows: Vec<gridmesh_db::IngestRow<'_>> = [0_u64, 1, 2, 5, 6]
+        .iter()
+        .map(|&seq| gridmesh_db::IngestRow {
+            agent,
+            site,
+            seq,
+            reading: &readings[seq as usize],
+            flags: gridmesh_core::ReadingFlags::NONE,
+        })
+        .collect();
+    gridmesh_db::commit_ingest(&pool, &rows).await.unwrap();
+
+    let (status, list) = api.call(Method::GET, &agents, &owner, None).await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["agent_id"], agent.to_string());
+    assert_eq!(items[0]["status"], "active");
+    assert_eq!(items[0]["public_key"], first.public().to_string());
+    assert_eq!((items[0]["next_seq"].as_u64(), items[0]["missing_readings"].as_u64()), (Some(7), Some(2)));
+    assert!(items[0]["last_seen"].is_string(), "{list}");
+    assert_eq!(api.call(Method::GET, &agents, &regulator, None).await.0, 200);
+    assert_eq!(api.call(Method::GET, &agents, &stranger, None).await.0, 404);
+
+    // Rotation: the new key is the active one, the old one is refused from now on.
+    let second = KeyPair::from_seed([21; 32]);
+    let rotate = format!("/v1/sites/{site}/agents/{agent}/key");
+    let body = json!({ "public_key": second.public().to_string() });
+    assert_eq!(api.call(Method::POST, &rotate, &regulator, Some(body.clone())).await.0, 403);
+    let (status, rotated) = api.call(Method::POST, &rotate, &owner, Some(body.clone())).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert!(gridmesh_db::find_active_key(&pool, first.public().as_bytes()).await.unwrap().is_none());
+    assert_eq!(
+        gridmesh_db::find_active_key(&pool, second.public().as_bytes()).await.unwrap().unwrap().agent,
+        agent
+    );
+    // The same key again, or the old one: refused, it was enrolled before.
+    let (status, again) = api
+        .call(Method::POST, &rotate, &owner, Some(json!({ "public_key": first.public().to_string() })))
+        .await;
+    assert_eq!(status, 409, "{again}");
+    let (status, bad) = api.call(Method::POST, &rotate, &owner, Some(json!({ "public_key": "zz" }))).await;
+    assert_eq!(status, 422);
+    assert!(bad["detail"].as_str().unwrap().contains("public_key"), "{bad}");
+    // An agent is changed only through its own site.
+    let wrong = format!("/v1/sites/{elsewhere}/agents/{agent}");
+    assert_eq!(api.call(Method::DELETE, &wrong, &owner, None).await.0, 404);
+
+    // Revocation: listed as revoked with who did it; a second time there is nothing to revoke.
+    let revoke = format!("/v1/sites/{site}/agents/{agent}");
+    assert_eq!(api.call(Method::DELETE, &revoke, &stranger, None).await.0, 404);
+    assert_eq!(api.call(Method::DELETE, &revoke, &owner, None).await.0, 204);
+    assert!(gridmesh_db::find_active_key(&pool, second.public().as_bytes()).await.unwrap().is_none());
+    let (_, list) = api.call(Method::GET, &agents, &owner, None).await;
+    let item = &list["items"][0];
+    assert_eq!(item["status"], "revoked");
+    assert!(item["public_key"].is_null());
+    assert!(item["revoked_reason"].as_str().unwrap().contains("prosumer"), "{item}");
+    assert_eq!(api.call(Method::DELETE, &revoke, &owner, None).await.0, 404);
+    server.stop().await;
+}

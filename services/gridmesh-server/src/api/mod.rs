@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::AppState;
 
+mod agents;
 mod dispatch;
-mod enrolment;
 mod grid;
 mod market;
 mod readings;
@@ -35,9 +35,10 @@ pub fn router() -> Router<AppState> {
         .route("/sites/{id}/gaps", get(readings::site_gaps))
         .route("/sites/{id}/flags", get(readings::flags))
         .route("/sites/{id}/flags/resolve", post(readings::resolve))
-        .route("/sites/{id}/agents", post(readings::enrol))
-        .route("/sites/{id}/enrolment-codes", post(enrolment::create_code))
-        .route("/enrol", post(enrolment::enrol))
+        .route("/sites/{id}/agents", post(readings::enrol).get(agents::list))
+        .route("/sites/{id}/agents/{agent}/key", post(agents::rotate))
+        .route("/sites/{id}/enrolment-codes", post(agents::create_code))
+        .route("/enrol", post(agents::enrol))
         .route("/market/orders", post(market::place).get(market::list))
         .route("/market/orders/{id}", get(market::get_one).put(market::replace).delete(market::cancel))
         .route("/market/periods/{start}", get(market::period))
@@ -59,7 +60,7 @@ pub fn router() -> Router<AppState> {
         .route("/grid/nodes/{id}", put(grid::put_node))
         .route("/sites/{id}", put(grid::put_site))
         .route("/users/{id}", put(grid::put_user))
-        .route("/sites/{id}/agents/{agent}", put(grid::put_agent))
+        .route("/sites/{id}/agents/{agent}", put(grid::put_agent).delete(agents::revoke))
 }
 
 /// One page of a keyset-paged list.

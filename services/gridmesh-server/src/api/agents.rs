@@ -1,11 +1,15 @@
-//! Enrolment with a one-time code: a home's owner (or an operator) asks for a code, and a new
-//! agent enrols its device key with the code alone (`gridmesh-agent enroll --code`), learning
-//! its site, its agent id, the server's key and, where configured, the broker to use.
+//! A home's agents over their life. Enrolment with a one-time code: the home's owner (or an
+//! operator) asks for a code, and a new agent enrols its device key with the code alone
+//! (`gridmesh-agent enroll --code`), learning its site, its agent id, the server's key and,
+//! where configured, the broker to use. Then: the home's agents listed with where their
+//! readings stand, a key rotated (the old one revoked, its readings still verifiable), an agent
+//! revoked (a lost or stolen box). The `MeterRegistry` mirror follows revocations by itself.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use gridmesh_core::{AgentId, EnrolmentCode, SiteId};
+use gridmesh_db::AgentSummary;
 use gridmesh_db::{CodeRefusal, NewEnrolmentCode};
 use gridmesh_wire::PublicKey;
 use serde::{Deserialize, Serialize};
@@ -138,4 +142,126 @@ pub async fn enrol(
             broker_url: state.agent_broker_url.clone(),
         }),
     ))
+}
+
+/// One agent of a home, as `GET /v1/sites/{id}/agents` lists it.
+#[derive(Debug, Serialize)]
+pub struct AgentOut {
+    agent_id: AgentId,
+    name: String,
+    created_at: DateTime<Utc>,
+    /// `active` or `revoked`.
+    status: &'static str,
+    /// The active key, 64 hex digits.
+    public_key: Option<String>,
+    key_enrolled_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    revoked_reason: Option<String>,
+    /// The next sequence number expected from it.
+    next_seq: u64,
+    /// Readings between its first and its latest that have not arrived (yet).
+    missing_readings: u64,
+    /// When a reading of it was last stored.
+    last_seen: Option<DateTime<Utc>>,
+}
+
+impl From<AgentSummary> for AgentOut {
+    fn from(a: AgentSummary) -> Self {
+        Self {
+            agent_id: a.agent,
+            name: a.name,
+            created_at: a.created_at,
+            status: if a.active_key.is_some() { "active" } else { "revoked" },
+            public_key: a.active_key.map(|(k, _)| hex::encode(k)),
+            key_enrolled_at: a.active_key.map(|(_, at)| at),
+            revoked_at: a.revoked.as_ref().map(|(at, _)| *at),
+            revoked_reason: a.revoked.and_then(|(_, r)| r),
+            next_seq: a.next_seq,
+            missing_readings: a.missing,
+            last_seen: a.last_seen,
+        }
+    }
+}
+
+/// The agents of a home.
+#[derive(Debug, Serialize)]
+pub struct AgentsOut {
+    items: Vec<AgentOut>,
+}
+
+/// `GET /v1/sites/{id}/agents` (whoever may see the site): its agents, oldest first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<SiteId>,
+) -> Result<Json<AgentsOut>, ApiError> {
+    let site = caller.require_site(&state, id).await?;
+    let items =
+        gridmesh_db::list_agents(&state.pool, site.id).await?.into_iter().map(AgentOut::from).collect();
+    Ok(Json(AgentsOut { items }))
+}
+
+/// The site, when the caller may act for it, and the agent, when it is the site's.
+async fn own_agent(
+    state: &AppState,
+    caller: &Authenticated,
+    site: SiteId,
+    agent: AgentId,
+) -> Result<SiteId, ApiError> {
+    let site = caller.require_site(state, site).await?;
+    if !caller.can_act_for(&site) {
+        return Err(ApiError::Denied("only the site's owner or an operator may change its agents".into()));
+    }
+    if !gridmesh_db::agent_of_site(&state.pool, site.id, agent).await? {
+        return Err(ApiError::NotFound("agent".into()));
+    }
+    Ok(site.id)
+}
+
+/// Body of `POST /v1/sites/{id}/agents/{agent}/key`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyIn {
+    /// The new ed25519 public key, 64 hex digits.
+    public_key: String,
+}
+
+/// The agent's key after a rotation.
+#[derive(Debug, Serialize)]
+pub struct RotatedOut {
+    agent_id: AgentId,
+    public_key: String,
+}
+
+/// `POST /v1/sites/{id}/agents/{agent}/key` (the site's owner or an operator): the agent's new
+/// key; the old one is revoked at once (readings it signed stay verifiable).
+pub async fn rotate(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path((site, agent)): Path<(SiteId, AgentId)>,
+    Json(body): Json<KeyIn>,
+) -> Result<Json<RotatedOut>, ApiError> {
+    let key =
+        PublicKey::from_hex(&body.public_key).map_err(|e| ApiError::invalid("public_key", e.to_string()))?;
+    let site = own_agent(&state, &caller, site, agent).await?;
+    gridmesh_db::enroll_key(&state.pool, agent, *key.as_bytes()).await?;
+    tracing::info!(%site, %agent, "agent key rotated");
+    Ok(Json(RotatedOut { agent_id: agent, public_key: key.to_string() }))
+}
+
+/// `DELETE /v1/sites/{id}/agents/{agent}` (the site's owner or an operator): revokes the
+/// agent's key (a lost or stolen box); its readings from then on are refused. 204, or 404 when
+/// it has no active key.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path((site, agent)): Path<(SiteId, AgentId)>,
+) -> Result<StatusCode, ApiError> {
+    let site = own_agent(&state, &caller, site, agent).await?;
+    let reason = format!("revoked by {} ({})", caller.0.user_id, caller.0.role.as_str());
+    if !gridmesh_db::revoke_key(&state.pool, agent, &reason).await? {
+        return Err(ApiError::NotFound("active key of this agent".into()));
+    }
+    tracing::info!(%site, %agent, "agent revoked");
+    Ok(StatusCode::NO_CONTENT)
 }
