@@ -89,6 +89,44 @@ pub fn limit_command(devices: &SharedDevices) -> Option<gridmesh_devices::DtuLim
     })
 }
 
+/// What one message did to the devices whose topics it matched.
+#[derive(Debug, Default)]
+struct Fed {
+    /// Topics to subscribe to now (sensors a discovery message announced).
+    subscribe: Vec<String>,
+    /// Indexes of the devices that took the message.
+    took: Vec<usize>,
+    /// Devices that refused it: index, device name, the kind of problem (what logs are limited
+    /// by) and the whole reason.
+    refused: Vec<(usize, String, String, String)>,
+}
+
+/// Hands a message to every device that listens on its topic.
+fn feed(devices: &SharedDevices, topic: &str, payload: &[u8]) -> Fed {
+    let mut fed = Fed::default();
+    let mut devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
+    for (i, d) in devices.iter_mut().enumerate() {
+        if !d.subscriptions().iter().any(|f| matches(f, topic)) {
+            continue;
+        }
+        match d.apply(topic, payload) {
+            Ok(applied) => {
+                if let Applied::SensorAdded(s) = applied {
+                    fed.subscribe.push(s.state_topic.clone());
+                }
+                fed.took.push(i);
+            }
+            Err(e) => fed.refused.push((i, d.config().name.clone(), e.problem.to_string(), e.to_string())),
+        }
+    }
+    fed
+}
+
+/// Every topic the devices listen on now.
+fn filters(devices: &SharedDevices) -> Vec<String> {
+    devices.lock().unwrap_or_else(PoisonError::into_inner).iter().flat_map(Device::subscriptions).collect()
+}
+
 /// Follows the home broker until `stop`, feeding every device.
 pub async fn run(
     client: AsyncClient,
@@ -105,38 +143,20 @@ pub async fn run(
             changed = stop.changed() => if changed.is_err() { return },
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let filters: Vec<String> = devices
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .iter()
-                        .flat_map(Device::subscriptions)
-                        .collect();
-                    for f in filters {
+                    for f in filters(&devices) {
                         let _ = client.subscribe(f, QoS::AtMostOnce).await;
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let mut subscribe = Vec::new();
-                    {
-                        let mut devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
-                        for d in devices.iter_mut() {
-                            if !d.subscriptions().iter().any(|f| matches(f, &p.topic)) {
-                                continue;
-                            }
-                            match d.apply(&p.topic, &p.payload) {
-                                Ok(Applied::SensorAdded(s)) => subscribe.push(s.state_topic.clone()),
-                                Ok(_) => {}
-                                Err(e) => {
-                                    let key = (d.config().name.clone(), e.problem.to_string());
-                                    if logged.get(&key).is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
-                                        tracing::warn!(device = %key.0, error = %e, "device payload skipped");
-                                        logged.insert(key, Instant::now());
-                                    }
-                                }
-                            }
+                    let fed = feed(&devices, &p.topic, &p.payload);
+                    for (_, device, problem, error) in fed.refused {
+                        let key = (device, problem);
+                        if logged.get(&key).is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                            tracing::warn!(device = %key.0, error = %error, "device payload skipped");
+                            logged.insert(key, Instant::now());
                         }
                     }
-                    for topic in subscribe {
+                    for topic in fed.subscribe {
                         let _ = client.subscribe(topic, QoS::AtMostOnce).await;
                     }
                 }
@@ -148,6 +168,91 @@ pub async fn run(
             },
         }
     }
+}
+
+/// What `gridmesh-agent check` heard from one MQTT device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heard {
+    /// The device's name.
+    pub name: String,
+    /// The topics listened on.
+    pub topics: Vec<String>,
+    /// Messages the device took.
+    pub messages: usize,
+    /// The last message it refused, and why.
+    pub last_refusal: Option<String>,
+    /// Its state after listening (all `None` when nothing arrived).
+    pub state: DeviceState,
+}
+
+/// Listens on the home broker for `duration`, feeding the devices as [`run`] does, and reports
+/// per device what arrived: for `check`, so an installer sees each device's values or learns
+/// that nothing came on its topic.
+///
+/// # Errors
+/// The broker cannot be reached within `duration`.
+pub async fn listen(
+    client: AsyncClient,
+    mut events: EventLoop,
+    devices: SharedDevices,
+    duration: Duration,
+) -> anyhow::Result<Vec<Heard>> {
+    let mut heard: Vec<(usize, Option<String>)> =
+        vec![(0, None); devices.lock().unwrap_or_else(PoisonError::into_inner).len()];
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut connected = false;
+    let mut last_error = None;
+    loop {
+        let event = match tokio::time::timeout_at(deadline, events.poll()).await {
+            Err(_) => break,
+            Ok(event) => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                connected = true;
+                for f in filters(&devices) {
+                    client.subscribe(f, QoS::AtMostOnce).await?;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let fed = feed(&devices, &p.topic, &p.payload);
+                for i in fed.took {
+                    heard[i].0 += 1;
+                }
+                for (i, _, _, error) in fed.refused {
+                    heard[i].1 = Some(error);
+                }
+                for topic in fed.subscribe {
+                    client.subscribe(topic, QoS::AtMostOnce).await?;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                last_error = Some(e.to_string());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    if !connected {
+        anyhow::bail!(
+            "the home broker did not answer within {} s{}",
+            duration.as_secs(),
+            last_error.map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
+    let _ = client.disconnect().await;
+    let devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(devices
+        .iter()
+        .zip(heard)
+        .map(|(d, (messages, last_refusal))| Heard {
+            name: d.config().name.clone(),
+            topics: d.subscriptions(),
+            messages,
+            last_refusal,
+            state: *d.state(),
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -34,8 +34,13 @@ struct Cli {
 enum Command {
     /// Read the devices and report until stopped (SIGTERM or Ctrl-C).
     Run,
-    /// Check the configuration, probe every device and print what it found.
-    Check,
+    /// Check the configuration, probe every SunSpec device and listen to every MQTT device for a
+    /// few seconds, and print what it found.
+    Check {
+        /// How long to listen to the MQTT devices on the home broker, seconds.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+        listen_seconds: u64,
+    },
     /// Print the device's public key (creating the key on first use), for enrolment.
     Key,
     /// Register the device key with the service. With `--code` (a one-time code from the home's
@@ -87,7 +92,7 @@ async fn real_main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Check => check(&cfg).await,
+        Command::Check { listen_seconds } => check(&cfg, Duration::from_secs(listen_seconds)).await,
         Command::Enroll { api_url, code: Some(code), name, .. } => {
             let key = gridmesh_agent::key::load_or_create(&cfg.key_file)?;
             let e = gridmesh_agent::enroll::enroll_with_code(&api_url, &code, &key, &name).await?;
@@ -131,7 +136,7 @@ async fn terminate() {
     std::future::pending::<()>().await;
 }
 
-async fn check(cfg: &AgentConfig) -> anyhow::Result<()> {
+async fn check(cfg: &AgentConfig, listen: Duration) -> anyhow::Result<()> {
     match cfg.agent {
         Some(agent) => println!(
             "configuration OK: site {}, agent {agent}",
@@ -177,6 +182,31 @@ async fn check(cfg: &AgentConfig) -> anyhow::Result<()> {
                     failed += 1;
                     println!("\n{}: {e}", d.name);
                 }
+            }
+        }
+    }
+    if let Some(b) = cfg.home_broker.as_ref().filter(|_| !cfg.mqtt_device.is_empty()) {
+        let (host, port) = b.host_port().map_err(anyhow::Error::msg).context("home_broker.address")?;
+        let credentials = b.username.clone().map(|u| (u, b.password.clone().unwrap_or_default()));
+        println!("\nlistening {} s to the MQTT devices on {host}:{port}", listen.as_secs());
+        let (client, events) = gridmesh_agent::home::connect(host, port, credentials);
+        let devices = gridmesh_agent::home::devices(&cfg.mqtt_device)?;
+        match gridmesh_agent::home::listen(client, events, devices, listen).await {
+            Ok(heard) => {
+                for h in heard {
+                    if h.messages == 0 {
+                        println!("  {}: nothing arrived on {}", h.name, h.topics.join(", "));
+                    } else {
+                        println!("  {}: {} message(s), {:?}", h.name, h.messages, h.state);
+                    }
+                    if let Some(why) = h.last_refusal {
+                        println!("    refused: {why}");
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("  {e:#}");
             }
         }
     }

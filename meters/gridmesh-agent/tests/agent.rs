@@ -582,3 +582,54 @@ family = {{ dtu = {{ base_topic = "solar/114182912345/0", values = {{ power = {{
         .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `check` listens to the MQTT devices: a device that published shows its values, one that
+/// sent something broken shows why, and a silent one says on which topic nothing arrived.
+#[tokio::test]
+async fn check_listens_to_the_mqtt_devices_and_says_what_arrived() {
+    use gridmesh_devices::DeviceConfig;
+    let broker = Mosquitto::start().await;
+    let configs: Vec<DeviceConfig> = toml::from_str::<std::collections::BTreeMap<String, Vec<DeviceConfig>>>(
+        r#"
+[[d]]
+name = "grid meter"
+family = { tasmota = { sensor_topic = "tele/meter/SENSOR", energy = "grid" } }
+[[d]]
+name = "pv plug"
+family = { tasmota = { sensor_topic = "tele/pv/SENSOR", energy = "pv" } }
+[[d]]
+name = "heat pump"
+family = { tasmota = { sensor_topic = "tele/heat/SENSOR", energy = "grid" } }
+"#,
+    )
+    .unwrap()
+    .remove("d")
+    .unwrap();
+    let devices = gridmesh_agent::home::devices(&configs).unwrap();
+    let (client, events) = gridmesh_agent::home::connect("127.0.0.1".into(), broker.port, None);
+    let listening =
+        tokio::spawn(gridmesh_agent::home::listen(client, events, devices, Duration::from_secs(3)));
+    let mut opts = MqttOptions::new("tasmota-plugs", "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (plug, mut plug_events) = AsyncClient::new(opts, 10);
+    tokio::spawn(async move { while plug_events.poll().await.is_ok() {} });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let good = r#"{"ENERGY":{"Total":12.3511,"Power":187.4}}"#;
+    plug.publish("tele/meter/SENSOR", QoS::AtLeastOnce, false, good.as_bytes().to_vec()).await.unwrap();
+    plug.publish("tele/pv/SENSOR", QoS::AtLeastOnce, false, b"{\"ENERGY\":".to_vec()).await.unwrap();
+    let heard = listening.await.unwrap().unwrap();
+    assert_eq!(heard.len(), 3);
+    assert_eq!((heard[0].name.as_str(), heard[0].messages), ("grid meter", 1));
+    assert_eq!(heard[0].state.grid_power_w, Some(187));
+    assert_eq!(heard[1].messages, 0);
+    assert!(heard[1].last_refusal.as_deref().is_some_and(|r| r.contains("tele/pv/SENSOR")), "{:?}", heard[1]);
+    assert_eq!((heard[2].messages, heard[2].topics.clone()), (0, vec!["tele/heat/SENSOR".to_owned()]));
+    assert!(heard[2].last_refusal.is_none());
+
+    // No broker at all: said plainly, within the listening time.
+    let (client, events) = gridmesh_agent::home::connect("127.0.0.1".into(), 9, None);
+    let devices = gridmesh_agent::home::devices(&configs).unwrap();
+    let err =
+        gridmesh_agent::home::listen(client, events, devices, Duration::from_secs(1)).await.unwrap_err();
+    assert!(err.to_string().contains("did not answer within 1 s"), "{err:#}");
+}
