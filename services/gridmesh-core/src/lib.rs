@@ -14,6 +14,7 @@
 pub mod enrolment;
 pub mod flags;
 pub mod forecast;
+pub mod grid_file;
 pub mod ids;
 pub mod period;
 pub mod reading;

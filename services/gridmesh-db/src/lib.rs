@@ -12,6 +12,7 @@ mod dispatch;
 mod enrolment;
 mod error;
 mod grid;
+mod grid_file;
 mod ingest;
 mod market;
 mod pool;
@@ -34,6 +35,7 @@ pub use dispatch::{
 pub use enrolment::{CodeEnrolment, CodeRefusal, NewEnrolmentCode, create_enrolment_code, enrol_with_code};
 pub use error::DbError;
 pub use grid::{get_site, insert_grid_node, insert_site, load_topology};
+pub use grid_file::{apply_grid_import, homes_import_by_feeder, stored_grid};
 pub use ingest::{CommitReport, IngestRow, commit_ingest};
 pub use market::{
     ClearingSummary, Commitment, DepthLevel, NewOrder, OrderFilter, OrderStatus, StoredOrder, StoredStrategy,

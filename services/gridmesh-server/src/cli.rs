@@ -87,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Optimize(args) => optimize(&args),
         Command::Request(command) => request(command).await,
+        Command::Grid(command) => grid(command).await,
         Command::Token(TokenCommand::Revoke { db, id }) => {
             let pool = connect_db(&db).await?;
             if gridmesh_db::revoke_token(&pool, id).await.context("revoking the token")? {
@@ -94,6 +95,94 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 anyhow::bail!("no live token with id {id}")
             }
+        }
+    }
+}
+
+/// `gridmesh grid ...`: the same checks and changes as `POST /v1/grid/import`.
+async fn grid(command: crate::config::GridCommand) -> anyhow::Result<()> {
+    use crate::config::{GridCommand, GridFormatArg};
+    match command {
+        GridCommand::Import { db, file, dry_run } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let json = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            let parsed = if json {
+                gridmesh_core::grid_file::GridFile::from_json(&text)
+            } else {
+                gridmesh_core::grid_file::GridFile::from_csv(&text)
+            };
+            let refused = |errors: Vec<gridmesh_core::grid_file::GridFileError>| {
+                let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+                anyhow::anyhow!("{} was refused, nothing was changed:\n{}", file.display(), list.join("\n"))
+            };
+            let parsed = parsed.map_err(refused)?;
+            let pool = connect_db(&db).await?;
+            let stored = gridmesh_db::stored_grid(&pool).await?;
+            let homes = gridmesh_db::homes_import_by_feeder(&pool).await?;
+            let plan = gridmesh_core::grid_file::plan(
+                &parsed,
+                &stored,
+                &homes,
+                gridmesh_core::GridNodeId::new_random,
+            )
+            .map_err(refused)?;
+            let mut text = String::new();
+            for c in &plan.changes {
+                text.push_str(&format!("{}\t{}\n", c.code(), c.describe().join(", ")));
+            }
+            for w in &plan.warnings {
+                text.push_str(&format!("warning: {w}\n"));
+            }
+            if !dry_run {
+                gridmesh_db::apply_grid_import(&pool, &plan).await.context("applying the import")?;
+            }
+            let verb = if dry_run { "would change" } else { "changed" };
+            text.push_str(&format!("{verb} {} node(s), {} unchanged\n", plan.changes.len(), plan.unchanged));
+            out(format_args!("{text}"))
+        }
+        GridCommand::Export { db, format } => {
+            let pool = connect_db(&db).await?;
+            let file = gridmesh_core::grid_file::export(&gridmesh_db::stored_grid(&pool).await?);
+            match format {
+                GridFormatArg::Csv => out(format_args!("{}", file.to_csv())),
+                GridFormatArg::Json => out(format_args!("{}", file.to_json())),
+            }
+        }
+        GridCommand::Show { db } => {
+            let pool = connect_db(&db).await?;
+            let stored = gridmesh_db::stored_grid(&pool).await?;
+            let homes = gridmesh_db::homes_import_by_feeder(&pool).await?;
+            let topology = gridmesh_db::load_topology(&pool).await?;
+            let mut text = String::new();
+            let mut stack: Vec<(gridmesh_core::GridNodeId, usize)> =
+                stored.iter().filter(|s| s.node.parent.is_none()).rev().map(|s| (s.node.id, 0)).collect();
+            while let Some((id, depth)) = stack.pop() {
+                let Some(s) = stored.iter().find(|s| s.node.id == id) else { continue };
+                let n = &s.node;
+                let sites = topology.sites_on(id).len();
+                text.push_str(&format!(
+                    "{}{} {} ({}) import {} kW, export {} kW{}\n",
+                    "  ".repeat(depth),
+                    n.kind.as_str(),
+                    n.name,
+                    s.file_code(),
+                    n.import_limit.get() as f64 / 1_000.0,
+                    n.export_limit.get() as f64 / 1_000.0,
+                    if n.kind == gridmesh_core::GridNodeKind::Feeder {
+                        format!(
+                            ", {sites} home(s) up to {} kW",
+                            homes.get(&id).copied().unwrap_or(0) as f64 / 1_000.0
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+                stack.extend(
+                    stored.iter().filter(|c| c.node.parent == Some(id)).rev().map(|c| (c.node.id, depth + 1)),
+                );
+            }
+            out(format_args!("{text}"))
         }
     }
 }

@@ -68,6 +68,10 @@ pub enum Command {
     /// Solve a balancing instance file and print a summary (cost, binding constraints, node
     /// peaks before and after); the instance format is in docs/optimizer.md.
     Optimize(OptimizeArgs),
+    /// The grid as a file: import a whole grid (CSV or JSON, all or nothing, --dry-run to see
+    /// what would change), export it, or show it as a tree.
+    #[command(subcommand)]
+    Grid(GridCommand),
     /// Utility requests on a node's (or the whole area's) net power, which the dispatch loop
     /// plans around.
     #[command(subcommand)]
@@ -138,6 +142,44 @@ pub enum RequestCommand {
         /// The request's id.
         id: uuid::Uuid,
     },
+}
+
+/// `gridmesh grid ...`.
+#[derive(Debug, Subcommand)]
+pub enum GridCommand {
+    /// Import a grid file (`.csv` or `.json`; nodes matched by code, so the same file twice
+    /// changes nothing); prints each change and warnings.
+    Import {
+        #[command(flatten)]
+        db: DbConfig,
+        /// The file.
+        file: std::path::PathBuf,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the grid as a file that imports back unchanged.
+    Export {
+        #[command(flatten)]
+        db: DbConfig,
+        /// csv or json.
+        #[arg(long, value_enum, default_value_t = GridFormatArg::Csv)]
+        format: GridFormatArg,
+    },
+    /// Print the grid as a tree with limits and homes per feeder.
+    Show {
+        #[command(flatten)]
+        db: DbConfig,
+    },
+}
+
+/// `--format` of `gridmesh grid export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GridFormatArg {
+    /// CSV with a header row.
+    Csv,
+    /// JSON.
+    Json,
 }
 
 /// `--kind` values.

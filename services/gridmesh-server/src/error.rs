@@ -200,6 +200,7 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         "grid_nodes_parent_id_fkey" => ApiError::invalid("parent", "no such grid node"),
         "grid_nodes_no_cycle" => ApiError::invalid("parent", "would make the node its own ancestor"),
         "sites_owner_id_fkey" => ApiError::invalid("owner", "no such user"),
+        "grid_nodes_code" => ApiError::Conflict("another grid node has this code".into()),
         "sites_feeder" => {
             ApiError::invalid("feeder", "no such feeder (a site hangs off a feeder, not a transformer)")
         }

@@ -247,3 +247,38 @@ fn optimize_solves_an_instance_file_and_names_what_is_wrong_with_a_bad_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an optimizer instance"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn operators_import_show_and_export_the_grid_from_the_command_line(pool: PgPool) {
+    let url = database_url(&pool);
+    let dir = std::env::temp_dir().join(format!("gridmesh-grid-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("grid.csv");
+    let grid = "code,kind,parent,name,import_limit_kw,export_limit_kw\nT1,transformer,,Substation,400,250\nF1,feeder,T1,Feeder 1,150,100\n";
+    std::fs::write(&file, grid).unwrap();
+    let path = file.to_str().unwrap();
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+
+    let dry = run(&["grid", "import", "--database-url", &url, "--dry-run", path]);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(text(&dry).contains("would change 2 node(s), 0 unchanged"), "{}", text(&dry));
+    assert!(gridmesh_db::stored_grid(&pool).await.unwrap().is_empty(), "a dry run writes nothing");
+    let done = run(&["grid", "import", "--database-url", &url, path]);
+    assert!(text(&done).contains("changed 2 node(s)"), "{}", text(&done));
+    let again = run(&["grid", "import", "--database-url", &url, path]);
+    assert!(text(&again).contains("changed 0 node(s), 2 unchanged"), "{}", text(&again));
+    let show = text(&run(&["grid", "show", "--database-url", &url]));
+    assert!(
+        show.contains("transformer Substation (T1) import 400 kW")
+            && show.contains("\n  feeder Feeder 1 (F1)"),
+        "{show}"
+    );
+    assert_eq!(text(&run(&["grid", "export", "--database-url", &url])), grid);
+
+    std::fs::write(&file, grid.replace("F1,feeder,T1", "F1,feeder,T7")).unwrap();
+    let bad = run(&["grid", "import", "--database-url", &url, path]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("was refused, nothing was changed") && err.contains("parent \"T7\""), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,7 @@ use crate::AppState;
 mod agents;
 mod dispatch;
 mod grid;
+pub mod grid_file;
 mod market;
 mod readings;
 mod settlements;
@@ -58,6 +59,8 @@ pub fn router() -> Router<AppState> {
         .route("/dispatch/setpoints", get(dispatch::list_setpoints))
         // Provisioning with caller-chosen ids (operator): create unless it exists.
         .route("/grid/nodes/{id}", put(grid::put_node))
+        .route("/grid/import", post(grid_file::import))
+        .route("/grid/export", get(grid_file::export))
         .route("/sites/{id}", put(grid::put_site))
         .route("/users/{id}", put(grid::put_user))
         .route("/sites/{id}/agents/{agent}", put(grid::put_agent).delete(agents::revoke))

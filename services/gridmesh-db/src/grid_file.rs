@@ -1,0 +1,101 @@
+//! The grid as grid files see it: nodes with their codes, each feeder's homes, and an import
+//! applied in one transaction. What to change is decided in `gridmesh_core::grid_file::plan`;
+//! this module only reads and writes.
+
+use std::collections::HashMap;
+
+use gridmesh_core::grid_file::{Change, ImportPlan, StoredNode};
+use gridmesh_core::{GridNode, GridNodeId, GridNodeKind, Watts};
+use uuid::Uuid;
+
+use crate::{DbError, Pool};
+
+type NodeRow = (Uuid, Option<Uuid>, String, String, i64, i64, Option<String>);
+
+/// Every grid node with its code, oldest first.
+///
+/// # Errors
+/// Database errors; a stored kind this version does not know is [`DbError::Corrupt`].
+pub async fn stored_grid(pool: &Pool) -> Result<Vec<StoredNode>, DbError> {
+    let rows: Vec<NodeRow> = sqlx::query_as(
+        "SELECT id, parent_id, kind, name, import_limit_w, export_limit_w, code FROM grid_nodes
+         ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, parent, kind, name, imp, exp, code)| {
+            let kind = match kind.as_str() {
+                "transformer" => GridNodeKind::Transformer,
+                "feeder" => GridNodeKind::Feeder,
+                other => return Err(DbError::Corrupt(format!("grid_nodes.kind {other:?}"))),
+            };
+            let node = GridNode {
+                id: GridNodeId(id),
+                kind,
+                parent: parent.map(GridNodeId),
+                name,
+                import_limit: Watts(imp),
+                export_limit: Watts(exp),
+            };
+            Ok(StoredNode { node, code })
+        })
+        .collect()
+}
+
+/// Each feeder's sum of its homes' import connection limits, W.
+///
+/// # Errors
+/// Database errors.
+pub async fn homes_import_by_feeder(pool: &Pool) -> Result<HashMap<GridNodeId, i64>, DbError> {
+    let rows: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT feeder_id, sum(grid_import_limit_w)::bigint FROM sites GROUP BY feeder_id")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(f, w)| (GridNodeId(f), w)).collect())
+}
+
+/// Applies an import's changes in order, all or nothing.
+///
+/// # Errors
+/// [`DbError::Constraint`] naming the rule the database enforces (a cycle, a feeder with homes
+/// turned into a transformer, a code taken meanwhile); nothing is written then.
+pub async fn apply_grid_import(pool: &Pool, plan: &ImportPlan) -> Result<(), DbError> {
+    let mut tx = pool.begin().await?;
+    for change in &plan.changes {
+        match change {
+            Change::Create { code, node } => {
+                sqlx::query(
+                    "INSERT INTO grid_nodes (id, parent_id, kind, name, import_limit_w, export_limit_w, code)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(node.id.0)
+                .bind(node.parent.map(|p| p.0))
+                .bind(node.kind.as_str())
+                .bind(&node.name)
+                .bind(node.import_limit.get())
+                .bind(node.export_limit.get())
+                .bind(code)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Change::Update { after, .. } => {
+                sqlx::query(
+                    "UPDATE grid_nodes SET parent_id = $2, kind = $3, name = $4, import_limit_w = $5,
+                         export_limit_w = $6
+                     WHERE id = $1",
+                )
+                .bind(after.id.0)
+                .bind(after.parent.map(|p| p.0))
+                .bind(after.kind.as_str())
+                .bind(&after.name)
+                .bind(after.import_limit.get())
+                .bind(after.export_limit.get())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
