@@ -87,7 +87,11 @@ pub async fn get_site(pool: &Pool, id: SiteId) -> Result<Option<Site>, DbError> 
     .bind(id.0)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| Site {
+    Ok(row.map(site_of_row))
+}
+
+fn site_of_row(r: SiteRow) -> Site {
+    Site {
         id: SiteId(r.id),
         owner: UserId(r.owner_id),
         feeder: GridNodeId(r.feeder_id),
@@ -104,7 +108,53 @@ pub async fn get_site(pool: &Pool, id: SiteId) -> Result<Option<Site>, DbError> 
             import_limit: Watts(r.grid_import_limit_w),
             export_limit: Watts(r.grid_export_limit_w),
         },
-    }))
+    }
+}
+
+/// Sites by id, `owner`'s only when given, after the id `after`, at most `limit`.
+///
+/// # Errors
+/// Database errors.
+pub async fn list_sites(
+    pool: &Pool,
+    owner: Option<UserId>,
+    after: Option<SiteId>,
+    limit: u32,
+) -> Result<Vec<Site>, DbError> {
+    let rows: Vec<SiteRow> = sqlx::query_as(
+        "SELECT id, owner_id, feeder_id, name, latitude, longitude, rated_pv_w,
+             battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
+             grid_import_limit_w, grid_export_limit_w
+         FROM sites
+         WHERE ($1::uuid IS NULL OR owner_id = $1) AND ($2::uuid IS NULL OR id > $2)
+         ORDER BY id LIMIT $3",
+    )
+    .bind(owner.map(|o| o.0))
+    .bind(after.map(|a| a.0))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(site_of_row).collect())
+}
+
+/// Changes a grid node's parent, name and limits (its kind and code stay). The database
+/// refuses an unknown parent and a cycle as for [`insert_grid_node`]; `Ok(false)` for an
+/// unknown node.
+///
+/// # Errors
+/// [`DbError::Constraint`] naming the rule broken.
+pub async fn update_grid_node(pool: &Pool, node: &GridNode) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE grid_nodes SET parent_id = $2, name = $3, import_limit_w = $4, export_limit_w = $5 WHERE id = $1",
+    )
+    .bind(node.id.0)
+    .bind(node.parent.map(|p| p.0))
+    .bind(&node.name)
+    .bind(node.import_limit.get())
+    .bind(node.export_limit.get())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// The whole grid tree with every site's feeder, validated.

@@ -34,7 +34,7 @@ pub use dispatch::{
 };
 pub use enrolment::{CodeEnrolment, CodeRefusal, NewEnrolmentCode, create_enrolment_code, enrol_with_code};
 pub use error::DbError;
-pub use grid::{get_site, insert_grid_node, insert_site, load_topology};
+pub use grid::{get_site, insert_grid_node, insert_site, list_sites, load_topology, update_grid_node};
 pub use grid_file::{apply_grid_import, homes_import_by_feeder, stored_grid};
 pub use ingest::{CommitReport, IngestRow, commit_ingest};
 pub use market::{

@@ -15,6 +15,7 @@ pub mod grid_file;
 mod market;
 mod readings;
 mod settlements;
+mod sites;
 mod users;
 
 pub use settlements::AnchorOut;
@@ -58,10 +59,12 @@ pub fn router() -> Router<AppState> {
         .route("/dispatch/plans/{id}", get(dispatch::get_plan))
         .route("/dispatch/setpoints", get(dispatch::list_setpoints))
         // Provisioning with caller-chosen ids (operator): create unless it exists.
-        .route("/grid/nodes/{id}", put(grid::put_node))
+        .route("/grid/nodes", get(sites::nodes))
+        .route("/grid/nodes/{id}", put(grid::put_node).patch(sites::patch_node))
         .route("/grid/import", post(grid_file::import))
         .route("/grid/export", get(grid_file::export))
-        .route("/sites/{id}", put(grid::put_site))
+        .route("/sites", get(sites::list))
+        .route("/sites/{id}", put(grid::put_site).get(sites::get_one))
         .route("/users/{id}", put(grid::put_user))
         .route("/sites/{id}/agents/{agent}", put(grid::put_agent).delete(agents::revoke))
 }
