@@ -46,6 +46,8 @@ pub enum CodeRefusal {
     Used(Timestamp),
     /// The code expired at this time.
     Expired(Timestamp),
+    /// The code's home was decommissioned at this time.
+    Decommissioned(Timestamp),
 }
 
 /// What a code enrolled.
@@ -57,7 +59,7 @@ pub struct CodeEnrolment {
     pub agent: AgentId,
 }
 
-type CodeRow = (Uuid, Timestamp, Option<Timestamp>, Timestamp);
+type CodeRow = (Uuid, Timestamp, Option<Timestamp>, Timestamp, Option<Timestamp>);
 
 /// Enrols a new agent named `name` with `public_key` for the code's site, and marks the code
 /// used, in one transaction: a refused code, or a key the database refuses, leaves nothing
@@ -75,12 +77,17 @@ pub async fn enrol_with_code(
     let mut tx = pool.begin().await?;
     // Locked, so two agents racing with one code cannot both use it.
     let row: Option<CodeRow> = sqlx::query_as(
-        "SELECT site_id, expires_at, used_at, now() FROM enrolment_codes WHERE code_hash = $1 FOR UPDATE",
+        "SELECT c.site_id, c.expires_at, c.used_at, now(), s.decommissioned_at
+         FROM enrolment_codes c JOIN sites s ON s.id = c.site_id
+         WHERE c.code_hash = $1 FOR UPDATE OF c",
     )
     .bind(code_hash.as_slice())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((site, expires_at, used_at, now)) = row else { return Ok(Err(CodeRefusal::Unknown)) };
+    let Some((site, expires_at, used_at, now, gone)) = row else { return Ok(Err(CodeRefusal::Unknown)) };
+    if let Some(at) = gone {
+        return Ok(Err(CodeRefusal::Decommissioned(at)));
+    }
     if let Some(at) = used_at {
         return Ok(Err(CodeRefusal::Used(at)));
     }

@@ -189,7 +189,8 @@ pub async fn load_topology(pool: &Pool) -> Result<Topology, DbError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let sites: Vec<(Uuid, Uuid)> =
-        sqlx::query_as("SELECT id, feeder_id FROM sites").fetch_all(&mut *tx).await?;
+        // Decommissioned homes are no longer planned.
+        sqlx::query_as("SELECT id, feeder_id FROM sites WHERE decommissioned_at IS NULL").fetch_all(&mut *tx).await?;
     Topology::new(nodes, sites.into_iter().map(|(s, f)| (SiteId(s), GridNodeId(f))))
         .map_err(|e| DbError::Corrupt(e.to_string()))
 }

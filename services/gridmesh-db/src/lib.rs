@@ -13,6 +13,7 @@ mod enrolment;
 mod error;
 mod grid;
 mod grid_file;
+mod homes;
 mod ingest;
 mod market;
 mod pool;
@@ -36,6 +37,10 @@ pub use enrolment::{CodeEnrolment, CodeRefusal, NewEnrolmentCode, create_enrolme
 pub use error::DbError;
 pub use grid::{get_site, insert_grid_node, insert_site, list_sites, load_topology, update_grid_node};
 pub use grid_file::{apply_grid_import, homes_import_by_feeder, stored_grid};
+pub use homes::{
+    Decommissioned, Registration, assign_home, decommission_site, decommissioned_at, pending_home,
+    pending_homes, register_home, update_site,
+};
 pub use ingest::{CommitReport, IngestRow, commit_ingest};
 pub use market::{
     ClearingSummary, Commitment, DepthLevel, NewOrder, OrderFilter, OrderStatus, StoredOrder, StoredStrategy,

@@ -121,3 +121,122 @@ async fn homes_are_listed_by_role_and_grid_nodes_change_within_a_tree(pool: PgPo
     assert!(exported.contains("F2,feeder,,\"Feeder 2, east\",90,60"), "{exported}");
     server.stop().await;
 }
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn a_home_is_registered_assigned_edited_and_decommissioned(pool: PgPool) {
+    let mut state = gridmesh_server::AppState::new(
+        pool.clone(),
+        gridmesh_server::broker::BrokerLink::spawn(&mqtt_url(), "sites-test").unwrap(),
+    );
+    state.server_key = Some(gridmesh_wire::KeyPair::from_seed([29; 32]).public());
+    let server = Server::with_state(state).await;
+    let api = server.client();
+    let (_, utility) = user(&pool, "grid co", Role::Utility).await;
+    let (_, operator) = user(&pool, "ops", Role::Operator).await;
+    let (ada_id, ada) = user(&pool, "ada", Role::Homeowner).await;
+    let (bob_id, bob) = user(&pool, "bob", Role::Prosumer).await;
+    api.post("/v1/grid/import").auth(&utility).header("Content-Type", "text/csv").body(GRID).await;
+    let stored = gridmesh_db::stored_grid(&pool).await.unwrap();
+    let id = |code: &str| stored.iter().find(|s| s.code.as_deref() == Some(code)).unwrap().node.id;
+
+    // Ada registers her home: pending, seen by her and operators; a utility sees what
+    // assignment needs, not who lives there.
+    let home = json!({
+        "name": "Ada's house", "address": "3 Oak Lane", "location": { "lat": 52.5, "lon": 13.4 },
+        "rated_pv_w": 6000, "battery": { "capacity_wh": 10000, "max_charge_w": 4000, "max_discharge_w": 4000 },
+        "grid": { "import_limit_w": 17000, "export_limit_w": 6000 }
+    });
+    let (status, pending) = api.call(Method::POST, "/v1/sites", &ada, Some(home.clone())).await;
+    assert_eq!(status, 201, "{pending}");
+    assert_eq!(
+        (pending["status"].as_str(), pending["owner"].as_str()),
+        (Some("pending"), Some(ada_id.to_string().as_str()))
+    );
+    let site = pending["id"].as_str().unwrap().to_owned();
+    let mut for_bob = home.clone();
+    for_bob["owner"] = json!(bob_id);
+    assert_eq!(api.call(Method::POST, "/v1/sites", &ada, Some(for_bob)).await.0, 403);
+    let mut bad = home.clone();
+    bad["rated_pv_w"] = json!(-1);
+    let (status, refused) = api.call(Method::POST, "/v1/sites", &ada, Some(bad)).await;
+    assert_eq!(status, 422);
+    assert!(refused["detail"].as_str().unwrap().contains("rated_pv_w"), "{refused}");
+    assert_eq!(
+        api.call(Method::GET, "/v1/sites/pending", &bob, None).await.1["items"].as_array().unwrap().len(),
+        0
+    );
+    let (_, seen) = api.call(Method::GET, "/v1/sites/pending", &operator, None).await;
+    assert_eq!(seen["items"][0]["address"], "3 Oak Lane");
+    let (_, seen) = api.call(Method::GET, "/v1/sites/pending", &utility, None).await;
+    let item = &seen["items"][0];
+    assert!(
+        item["owner"].is_null() && item["address"].is_null() && item["grid"]["import_limit_w"] == 17000,
+        "{item}"
+    );
+    // Not planned while pending.
+    assert!(gridmesh_db::load_topology(&pool).await.unwrap().sites_on(id("F1")).is_empty());
+
+    // Assigned by the utility: a transformer is refused and the home stays pending.
+    let assign = format!("/v1/sites/{site}/assign");
+    assert_eq!(api.call(Method::POST, &assign, &ada, Some(json!({ "feeder": id("F1") }))).await.0, 403);
+    let (status, wrong) =
+        api.call(Method::POST, &assign, &utility, Some(json!({ "feeder": id("T1") }))).await;
+    assert_eq!(status, 422, "{wrong}");
+    assert_eq!(
+        api.call(Method::GET, "/v1/sites/pending", &ada, None).await.1["items"].as_array().unwrap().len(),
+        1
+    );
+    let (status, assigned) =
+        api.call(Method::POST, &assign, &utility, Some(json!({ "feeder": id("F1") }))).await;
+    assert_eq!(status, 200, "{assigned}");
+    assert_eq!(assigned["feeder"], id("F1").to_string());
+    assert_eq!(api.call(Method::POST, &assign, &utility, Some(json!({ "feeder": id("F1") }))).await.0, 404);
+    let site_id: SiteId = site.parse().unwrap();
+    assert_eq!(gridmesh_db::load_topology(&pool).await.unwrap().sites_on(id("F1")), &[site_id]);
+    let one = format!("/v1/sites/{site}");
+    assert_eq!(api.call(Method::GET, &one, &ada, None).await.1["name"], "Ada's house");
+
+    // Edited by its owner.
+    let (status, edited) =
+        api.call(Method::PATCH, &one, &ada, Some(json!({ "rated_pv_w": 8000, "battery": null }))).await;
+    assert_eq!(status, 200, "{edited}");
+    assert!(edited["battery"].is_null() && edited["rated_pv_w"] == 8000, "{edited}");
+    assert_eq!(api.call(Method::PATCH, &one, &bob, Some(json!({ "name": "mine" }))).await.0, 404);
+    let (status, bad) = api
+        .call(
+            Method::PATCH,
+            &one,
+            &ada,
+            Some(json!({ "grid": { "import_limit_w": -5, "export_limit_w": 0 } })),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(bad["detail"].as_str().unwrap().contains("grid.import_limit_w"), "{bad}");
+
+    // An agent, then decommissioning: agents revoked, no codes or orders, not planned.
+    let key = gridmesh_wire::KeyPair::from_seed([30; 32]);
+    gridmesh_db::enrol_agent(&pool, site_id, "pi", *key.public().as_bytes()).await.unwrap();
+    let codes = format!("/v1/sites/{site}/enrolment-codes");
+    let (_, early) = api.call(Method::POST, &codes, &ada, Some(json!({}))).await;
+    let early = early["code"].as_str().unwrap().to_owned();
+    let decommission = format!("/v1/sites/{site}/decommission");
+    let (status, done) = api.call(Method::POST, &decommission, &ada, None).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["keys_revoked"].as_u64(), Some(1));
+    assert!(gridmesh_db::find_active_key(&pool, key.public().as_bytes()).await.unwrap().is_none());
+    assert!(gridmesh_db::load_topology(&pool).await.unwrap().sites_on(id("F1")).is_empty());
+    // A code handed out before is refused, saying why.
+    let late_box = gridmesh_wire::KeyPair::from_seed([31; 32]);
+    let enrol = json!({ "code": early, "public_key": late_box.public().to_string() });
+    let (status, refused) = api.call(Method::POST, "/v1/enrol", "", Some(enrol)).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("decommissioned"), "{refused}");
+    let (status, no_code) = api.call(Method::POST, &codes, &ada, Some(json!({}))).await;
+    assert_eq!(status, 409);
+    assert!(no_code["detail"].as_str().unwrap().contains("decommissioned"), "{no_code}");
+    assert_eq!(api.call(Method::POST, &decommission, &ada, None).await.0, 409);
+    assert_eq!(api.call(Method::PATCH, &one, &ada, Some(json!({ "name": "x" }))).await.0, 409);
+    // Its history stays readable.
+    assert_eq!(api.call(Method::GET, &one, &ada, None).await.0, 200);
+    server.stop().await;
+}

@@ -53,6 +53,7 @@ pub async fn create_code(
     if !caller.can_act_for(&site) {
         return Err(ApiError::Denied("only the site's owner or an operator may enrol agents for it".into()));
     }
+    super::sites::require_active(&state, site.id).await?;
     let hours = body.valid_hours.unwrap_or(DEFAULT_VALID_HOURS);
     if !(1..=MAX_VALID_HOURS).contains(&hours) {
         return Err(ApiError::invalid("valid_hours", format!("must be 1 to {MAX_VALID_HOURS}, got {hours}")));
@@ -130,6 +131,9 @@ pub async fn enrol(
         }
         CodeRefusal::Expired(at) => {
             ApiError::Conflict(format!("this enrolment code expired at {at}; ask for a new one"))
+        }
+        CodeRefusal::Decommissioned(at) => {
+            ApiError::Conflict(format!("this enrolment code's home was decommissioned at {at}"))
         }
     })?;
     tracing::info!(site = %enrolled.site, agent = %enrolled.agent, "agent enrolled with a code");

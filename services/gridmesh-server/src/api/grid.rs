@@ -108,25 +108,25 @@ pub async fn put_node(
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatteryIo {
-    capacity_wh: i64,
-    max_charge_w: i64,
-    max_discharge_w: i64,
+    pub(crate) capacity_wh: i64,
+    pub(crate) max_charge_w: i64,
+    pub(crate) max_discharge_w: i64,
 }
 
 /// The grid connection of a site body.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionIo {
-    import_limit_w: i64,
-    export_limit_w: i64,
+    pub(crate) import_limit_w: i64,
+    pub(crate) export_limit_w: i64,
 }
 
 /// A location in a site body (WGS84 degrees).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocationIo {
-    lat: f64,
-    lon: f64,
+    pub(crate) lat: f64,
+    pub(crate) lon: f64,
 }
 
 /// Body of `PUT /v1/sites/{id}`.
@@ -181,7 +181,7 @@ impl From<Site> for SiteOut {
 }
 
 /// The field of the API body that a [`SiteError`] is about.
-fn site_error(e: &SiteError) -> ApiError {
+pub(crate) fn site_error(e: &SiteError) -> ApiError {
     let field = match e {
         SiteError::Negative { field, .. } => match *field {
             "rated_pv" => "rated_pv_w",

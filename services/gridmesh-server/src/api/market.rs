@@ -32,11 +32,13 @@ async fn tradable_site(state: &AppState, caller: &Authenticated, id: SiteId) -> 
     let site = gridmesh_db::get_site(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::invalid("site", format!("no site {id}")))?;
-    if caller.can_act_for(&site) {
-        Ok(site)
-    } else {
-        Err(ApiError::Denied(format!("site {id} is not yours; you can trade only for your own sites")))
+    if !caller.can_act_for(&site) {
+        return Err(ApiError::Denied(format!(
+            "site {id} is not yours; you can trade only for your own sites"
+        )));
     }
+    super::sites::require_active(state, id).await?;
+    Ok(site)
 }
 
 /// Whose orders and trades the caller sees: `None` for everyone's.

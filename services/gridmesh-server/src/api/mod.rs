@@ -63,8 +63,11 @@ pub fn router() -> Router<AppState> {
         .route("/grid/nodes/{id}", put(grid::put_node).patch(sites::patch_node))
         .route("/grid/import", post(grid_file::import))
         .route("/grid/export", get(grid_file::export))
-        .route("/sites", get(sites::list))
-        .route("/sites/{id}", put(grid::put_site).get(sites::get_one))
+        .route("/sites", get(sites::list).post(sites::register))
+        .route("/sites/pending", get(sites::pending))
+        .route("/sites/{id}/assign", post(sites::assign))
+        .route("/sites/{id}/decommission", post(sites::decommission))
+        .route("/sites/{id}", put(grid::put_site).get(sites::get_one).patch(sites::patch_site))
         .route("/users/{id}", put(grid::put_user))
         .route("/sites/{id}/agents/{agent}", put(grid::put_agent).delete(agents::revoke))
 }

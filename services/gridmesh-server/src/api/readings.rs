@@ -359,6 +359,7 @@ pub async fn enrol(
     if body.name.chars().count() > 200 {
         return Err(ApiError::invalid("name", "must be at most 200 characters"));
     }
+    super::sites::require_active(&state, id).await?;
     // One transaction: a key that is already enrolled leaves no agent behind.
     let agent = gridmesh_db::enrol_agent(&state.pool, id, &body.name, *key.as_bytes()).await?;
     tracing::info!(site = %id, agent = %agent, "agent enrolled");

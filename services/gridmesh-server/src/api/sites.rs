@@ -1,13 +1,21 @@
-//! Homes as their owners (and operators and regulators) see them, and the grid's nodes for
-//! those who describe the grid. Utilities see the grid but no household's home: they get
-//! aggregates elsewhere.
+//! Homes over their life and the grid's nodes. A homeowner or prosumer registers a home (it
+//! waits, pending, for its feeder); a utility or an operator assigns it to a feeder, and only
+//! then is it planned, does it trade and settle; its owner edits its ratings and finally
+//! decommissions it (history kept, agents revoked, strategies stopped). Owners see their own
+//! homes, operators and regulators every home; utilities see no household's home beyond what
+//! assignment needs (a pending home's ratings and location, without owner or address).
 
 use axum::extract::State;
-use gridmesh_core::{GridNode, GridNodeId, Role, SiteId, Watts};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use gridmesh_core::{
+    BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, Role, Site, SiteId, UserId, WattHours, Watts,
+};
+use gridmesh_db::Registration;
 use serde::{Deserialize, Serialize};
 
 use super::Page;
-use super::grid::SiteOut;
+use super::grid::{BatteryIo, ConnectionIo, LocationIo, SiteOut, site_error};
 use crate::auth::Authenticated;
 use crate::error::{Json, Path, Query};
 use crate::{ApiError, AppState};
@@ -168,5 +176,247 @@ pub async fn patch_node(
         import_limit_w: node.import_limit.get(),
         export_limit_w: node.export_limit.get(),
         homes,
+    }))
+}
+
+/// Refuses with 409 when the site was decommissioned: it takes no new agents, codes or orders.
+///
+/// # Errors
+/// [`ApiError::Conflict`] naming when; database errors.
+pub async fn require_active(state: &AppState, id: SiteId) -> Result<(), ApiError> {
+    match gridmesh_db::decommissioned_at(&state.pool, id).await? {
+        Some(at) => Err(ApiError::Conflict(format!("the home {id} was decommissioned at {at}"))),
+        None => Ok(()),
+    }
+}
+
+/// Body of `POST /v1/sites`: a home to register.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterIn {
+    /// Whose home (operators only; others register their own).
+    owner: Option<UserId>,
+    name: String,
+    /// The address as typed, stored as given.
+    address: Option<String>,
+    location: Option<LocationIo>,
+    #[serde(default)]
+    rated_pv_w: i64,
+    battery: Option<BatteryIo>,
+    grid: ConnectionIo,
+}
+
+/// A pending home as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct PendingOut {
+    id: SiteId,
+    status: &'static str,
+    /// Absent for utilities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<UserId>,
+    name: String,
+    /// Absent for utilities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    location: Option<LocationIo>,
+    rated_pv_w: i64,
+    battery: Option<BatteryIo>,
+    grid: ConnectionIo,
+    registered_at: DateTime<Utc>,
+}
+
+fn pending_out(r: Registration, personal: bool) -> PendingOut {
+    PendingOut {
+        id: r.id,
+        status: "pending",
+        owner: personal.then_some(r.owner),
+        name: r.name,
+        address: r.address.filter(|_| personal),
+        location: r.location.map(|l| LocationIo { lat: l.lat, lon: l.lon }),
+        rated_pv_w: r.rated_pv.get(),
+        battery: r.battery.map(|b| BatteryIo {
+            capacity_wh: b.capacity.get(),
+            max_charge_w: b.max_charge.get(),
+            max_discharge_w: b.max_discharge.get(),
+        }),
+        grid: ConnectionIo {
+            import_limit_w: r.grid.import_limit.get(),
+            export_limit_w: r.grid.export_limit.get(),
+        },
+        registered_at: r.created_at,
+    }
+}
+
+/// `POST /v1/sites` (homeowner, prosumer: their own; operator: anyone's): registers a home,
+/// pending until it is assigned to a feeder.
+pub async fn register(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Json(body): Json<RegisterIn>,
+) -> Result<(StatusCode, Json<PendingOut>), ApiError> {
+    let me = caller.require(&[Role::Homeowner, Role::Prosumer, Role::Operator])?;
+    let owner = match body.owner {
+        Some(o) if o != me.user_id && me.role != Role::Operator => {
+            return Err(ApiError::Denied("only operators register homes for someone else".into()));
+        }
+        Some(o) => o,
+        None => me.user_id,
+    };
+    if body.address.as_ref().is_some_and(|a| a.chars().count() > 500) {
+        return Err(ApiError::invalid("address", "must be at most 500 characters"));
+    }
+    let registration = Registration {
+        id: SiteId::new_random(),
+        owner,
+        name: body.name.trim().to_owned(),
+        address: body.address.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()),
+        location: body.location.map(|l| GeoPoint { lat: l.lat, lon: l.lon }),
+        rated_pv: Watts(body.rated_pv_w),
+        battery: body.battery.map(|b| BatterySpec {
+            capacity: WattHours(b.capacity_wh),
+            max_charge: Watts(b.max_charge_w),
+            max_discharge: Watts(b.max_discharge_w),
+        }),
+        grid: GridConnection {
+            import_limit: Watts(body.grid.import_limit_w),
+            export_limit: Watts(body.grid.export_limit_w),
+        },
+        created_at: Utc::now(),
+    };
+    // The site's own checks (names, ratings, location); the feeder is not part of them.
+    registration.on_feeder(GridNodeId::from_bytes([0; 16])).validate().map_err(|e| site_error(&e))?;
+    gridmesh_db::register_home(&state.pool, &registration).await?;
+    tracing::info!(site = %registration.id, "home registered, pending its feeder");
+    let stored = gridmesh_db::pending_home(&state.pool, registration.id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a registration vanished")))?;
+    Ok((StatusCode::CREATED, Json(pending_out(stored, true))))
+}
+
+/// Pending homes.
+#[derive(Debug, Serialize)]
+pub struct PendingList {
+    items: Vec<PendingOut>,
+}
+
+/// `GET /v1/sites/pending`: homes waiting for their feeder: the caller's own (homeowners,
+/// prosumers), or all (operators, regulators; utilities without owner and address).
+pub async fn pending(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<Json<PendingList>, ApiError> {
+    let role = caller.0.role;
+    let personal = role != Role::Utility;
+    let owner = if role == Role::Utility { None } else { caller.visible_owner() };
+    let items = gridmesh_db::pending_homes(&state.pool, owner)
+        .await?
+        .into_iter()
+        .map(|r| pending_out(r, personal))
+        .collect();
+    Ok(Json(PendingList { items }))
+}
+
+/// Body of `POST /v1/sites/{id}/assign`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignIn {
+    feeder: GridNodeId,
+}
+
+/// `POST /v1/sites/{id}/assign` (utility, operator): a pending home goes on a feeder; from now
+/// on it is planned, trades and settles.
+pub async fn assign(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<SiteId>,
+    Json(body): Json<AssignIn>,
+) -> Result<Json<SiteOut>, ApiError> {
+    caller.require(GRID_WRITERS)?;
+    let site = gridmesh_db::assign_home(&state.pool, id, body.feeder)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("pending home".into()))?;
+    tracing::info!(site = %id, feeder = %body.feeder, "home assigned to its feeder");
+    Ok(Json(site.into()))
+}
+
+/// Body of `PATCH /v1/sites/{id}`: what changes; the rest stays.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SitePatch {
+    name: Option<String>,
+    location: Option<LocationIo>,
+    rated_pv_w: Option<i64>,
+    /// A new battery; `null` for none.
+    #[serde(default, with = "serde_with_null")]
+    battery: Option<Option<BatteryIo>>,
+    grid: Option<ConnectionIo>,
+}
+
+/// `PATCH /v1/sites/{id}` (the owner, an operator): the home's name, location or ratings.
+pub async fn patch_site(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<SiteId>,
+    Json(patch): Json<SitePatch>,
+) -> Result<Json<SiteOut>, ApiError> {
+    let current = caller.require_site(&state, id).await?;
+    if !caller.can_act_for(&current) {
+        return Err(ApiError::Denied("only the home's owner or an operator may change it".into()));
+    }
+    require_active(&state, id).await?;
+    let site = Site {
+        name: patch.name.map_or(current.name.clone(), |n| n.trim().to_owned()),
+        location: patch.location.map(|l| GeoPoint { lat: l.lat, lon: l.lon }).or(current.location),
+        rated_pv: patch.rated_pv_w.map_or(current.rated_pv, Watts),
+        battery: match patch.battery {
+            Some(b) => b.map(|b| BatterySpec {
+                capacity: WattHours(b.capacity_wh),
+                max_charge: Watts(b.max_charge_w),
+                max_discharge: Watts(b.max_discharge_w),
+            }),
+            None => current.battery,
+        },
+        grid: patch.grid.map_or(current.grid, |g| GridConnection {
+            import_limit: Watts(g.import_limit_w),
+            export_limit: Watts(g.export_limit_w),
+        }),
+        ..current
+    };
+    site.validate().map_err(|e| site_error(&e))?;
+    gridmesh_db::update_site(&state.pool, &site).await?;
+    tracing::info!(site = %id, "home changed");
+    Ok(Json(site.into()))
+}
+
+/// What decommissioning did.
+#[derive(Debug, Serialize)]
+pub struct DecommissionedOut {
+    site_id: SiteId,
+    decommissioned_at: DateTime<Utc>,
+    keys_revoked: u64,
+    strategies_stopped: u64,
+}
+
+/// `POST /v1/sites/{id}/decommission` (the owner, an operator): the home leaves the network;
+/// its readings, trades and settlements stay, its agents are revoked and its strategies stop.
+pub async fn decommission(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<SiteId>,
+) -> Result<Json<DecommissionedOut>, ApiError> {
+    let site = caller.require_site(&state, id).await?;
+    if !caller.can_act_for(&site) {
+        return Err(ApiError::Denied("only the home's owner or an operator may decommission it".into()));
+    }
+    require_active(&state, id).await?;
+    let done = gridmesh_db::decommission_site(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::Conflict(format!("the home {id} was decommissioned already")))?;
+    tracing::info!(site = %id, keys = done.keys_revoked, "home decommissioned");
+    Ok(Json(DecommissionedOut {
+        site_id: id,
+        decommissioned_at: done.at,
+        keys_revoked: done.keys_revoked,
+        strategies_stopped: done.strategies_stopped,
     }))
 }
