@@ -88,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optimize(args) => optimize(&args),
         Command::Request(command) => request(command).await,
         Command::Grid(command) => grid(command).await,
+        Command::Site(command) => site(command).await,
         Command::Token(TokenCommand::Revoke { db, id }) => {
             let pool = connect_db(&db).await?;
             if gridmesh_db::revoke_token(&pool, id).await.context("revoking the token")? {
@@ -183,6 +184,115 @@ async fn grid(command: crate::config::GridCommand) -> anyhow::Result<()> {
                 );
             }
             out(format_args!("{text}"))
+        }
+    }
+}
+
+/// `gridmesh site ...`.
+async fn site(command: crate::config::SiteCommand) -> anyhow::Result<()> {
+    use crate::config::SiteCommand;
+    let kw = |w: gridmesh_core::Watts| w.get() as f64 / 1_000.0;
+    match command {
+        SiteCommand::List { db, pending } => {
+            let pool = connect_db(&db).await?;
+            let mut text = String::new();
+            if pending {
+                for r in gridmesh_db::pending_homes(&pool, None).await? {
+                    text.push_str(&format!(
+                        "{}\t{}\tpending\t{}\tPV {} kW\timport {} kW\t{}\n",
+                        r.id,
+                        r.owner,
+                        r.name,
+                        kw(r.rated_pv),
+                        kw(r.grid.import_limit),
+                        r.address.as_deref().unwrap_or("")
+                    ));
+                }
+            } else {
+                let mut after = None;
+                loop {
+                    let page = gridmesh_db::list_sites(&pool, None, after, 1_000).await?;
+                    for s in &page {
+                        text.push_str(&format!(
+                            "{}\t{}\t{}\t{}\tPV {} kW\timport {} kW\n",
+                            s.id,
+                            s.owner,
+                            s.feeder,
+                            s.name,
+                            kw(s.rated_pv),
+                            kw(s.grid.import_limit)
+                        ));
+                    }
+                    match page.last() {
+                        Some(last) if page.len() == 1_000 => after = Some(last.id),
+                        _ => break,
+                    }
+                }
+            }
+            out(format_args!("{text}"))
+        }
+        SiteCommand::Show { db, id } => {
+            let pool = connect_db(&db).await?;
+            let Some(s) = gridmesh_db::get_site(&pool, id).await? else {
+                if let Some(r) = gridmesh_db::pending_home(&pool, id).await? {
+                    return out(format_args!(
+                        "{} ({}) owner {}: pending, waiting for its feeder\n",
+                        r.name, r.id, r.owner
+                    ));
+                }
+                anyhow::bail!("no home with id {id}");
+            };
+            let mut text = format!(
+                "{} ({})\nowner {}\nfeeder {}\nPV {} kW, import {} kW, export {} kW{}\n",
+                s.name,
+                s.id,
+                s.owner,
+                s.feeder,
+                kw(s.rated_pv),
+                kw(s.grid.import_limit),
+                kw(s.grid.export_limit),
+                s.battery.map_or(String::new(), |b| format!(
+                    ", battery {} kWh",
+                    b.capacity.get() as f64 / 1_000.0
+                ))
+            );
+            if let Some(at) = gridmesh_db::decommissioned_at(&pool, id).await? {
+                text.push_str(&format!("decommissioned at {at}\n"));
+            }
+            for a in gridmesh_db::list_agents(&pool, id).await? {
+                text.push_str(&format!(
+                    "agent {} {:?}: {}, next seq {}, {} missing, last seen {}\n",
+                    a.agent,
+                    a.name,
+                    if a.active_key.is_some() { "active" } else { "revoked" },
+                    a.next_seq,
+                    a.missing,
+                    a.last_seen.map_or_else(|| "never".to_owned(), |t| t.to_string())
+                ));
+            }
+            out(format_args!("{text}"))
+        }
+        SiteCommand::Assign { db, id, feeder } => {
+            let pool = connect_db(&db).await?;
+            let stored = gridmesh_db::stored_grid(&pool).await?;
+            let node = stored
+                .iter()
+                .find(|s| s.code.as_deref() == Some(feeder.as_str()) || s.node.id.to_string() == feeder)
+                .with_context(|| format!("no grid node with code or id {feeder:?}"))?;
+            match gridmesh_db::assign_home(&pool, id, node.node.id).await {
+                Ok(Some(site)) => {
+                    out(format_args!("{} is on feeder {} ({})\n", site.id, node.file_code(), node.node.name))
+                }
+                Ok(None) => anyhow::bail!("no pending home with id {id}"),
+                Err(e) if e.constraint() == Some("sites_feeder") => {
+                    anyhow::bail!(
+                        "{} is a {}, not a feeder: homes hang off feeders",
+                        node.file_code(),
+                        node.node.kind.as_str()
+                    )
+                }
+                Err(e) => Err(anyhow::Error::new(e).context("assigning the home")),
+            }
         }
     }
 }

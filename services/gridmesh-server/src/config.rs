@@ -72,6 +72,9 @@ pub enum Command {
     /// what would change), export it, or show it as a tree.
     #[command(subcommand)]
     Grid(GridCommand),
+    /// Homes: list them (or those waiting for their feeder), show one, assign one to its feeder.
+    #[command(subcommand)]
+    Site(SiteCommand),
     /// Utility requests on a node's (or the whole area's) net power, which the dispatch loop
     /// plans around.
     #[command(subcommand)]
@@ -170,6 +173,36 @@ pub enum GridCommand {
     Show {
         #[command(flatten)]
         db: DbConfig,
+    },
+}
+
+/// `gridmesh site ...`.
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// One line a home: id, owner, feeder, name, ratings.
+    List {
+        #[command(flatten)]
+        db: DbConfig,
+        /// Only the homes waiting for their feeder.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// A home's details, its agents and its latest reading.
+    Show {
+        #[command(flatten)]
+        db: DbConfig,
+        /// The home's id.
+        id: gridmesh_core::SiteId,
+    },
+    /// Put a pending home on its feeder (by the feeder's code or id).
+    Assign {
+        #[command(flatten)]
+        db: DbConfig,
+        /// The home's id.
+        id: gridmesh_core::SiteId,
+        /// The feeder: its code (as in the grid file) or its id.
+        #[arg(long)]
+        feeder: String,
     },
 }
 

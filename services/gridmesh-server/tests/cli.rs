@@ -282,3 +282,62 @@ async fn operators_import_show_and_export_the_grid_from_the_command_line(pool: P
     assert!(err.contains("was refused, nothing was changed") && err.contains("parent \"T7\""), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[sqlx::test(migrator = "gridmesh_db::MIGRATOR")]
+async fn operators_list_show_and_assign_homes_from_the_command_line(pool: PgPool) {
+    use gridmesh_core::{GeoPoint, GridConnection, SiteId, Watts};
+    let url = database_url(&pool);
+    let dir = std::env::temp_dir().join(format!("gridmesh-site-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("grid.csv");
+    std::fs::write(&file, "code,kind,parent,name,import_limit_kw,export_limit_kw\nT1,transformer,,Sub,400,250\nF1,feeder,T1,Feeder 1,150,100\n").unwrap();
+    assert!(run(&["grid", "import", "--database-url", &url, file.to_str().unwrap()]).status.success());
+    let owner = gridmesh_db::create_user(
+        &pool,
+        &gridmesh_db::NewUser { name: "ada".into(), email: None, role: Role::Prosumer },
+    )
+    .await
+    .unwrap();
+    let id = SiteId::new_random();
+    gridmesh_db::register_home(
+        &pool,
+        &gridmesh_db::Registration {
+            id,
+            owner: owner.id,
+            name: "Ada's house".into(),
+            address: Some("3 Oak Lane".into()),
+            location: Some(GeoPoint { lat: 52.5, lon: 13.4 }),
+            rated_pv: Watts(5_000),
+            battery: None,
+            grid: GridConnection { import_limit: Watts(17_000), export_limit: Watts(5_000) },
+            created_at: chrono::Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    let text = |o: std::process::Output| {
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, pending) = text(run(&["site", "list", "--database-url", &url, "--pending"]));
+    assert!(ok && pending.contains("Ada's house") && pending.contains("3 Oak Lane"), "{pending}");
+    let (ok, wrong) =
+        text(run(&["site", "assign", "--database-url", &url, &id.to_string(), "--feeder", "T1"]));
+    assert!(!ok && wrong.contains("T1 is a transformer, not a feeder"), "{wrong}");
+    let (ok, unknown) =
+        text(run(&["site", "assign", "--database-url", &url, &id.to_string(), "--feeder", "F9"]));
+    assert!(!ok && unknown.contains("no grid node with code or id \"F9\""), "{unknown}");
+    let (ok, assigned) =
+        text(run(&["site", "assign", "--database-url", &url, &id.to_string(), "--feeder", "F1"]));
+    assert!(ok && assigned.contains("is on feeder F1 (Feeder 1)"), "{assigned}");
+    let (ok, listed) = text(run(&["site", "list", "--database-url", &url]));
+    assert!(ok && listed.contains(&id.to_string()) && listed.contains("PV 5 kW"), "{listed}");
+    let (ok, shown) = text(run(&["site", "show", "--database-url", &url, &id.to_string()]));
+    assert!(ok && shown.contains("Ada's house") && shown.contains("import 17 kW"), "{shown}");
+    let (ok, again) =
+        text(run(&["site", "assign", "--database-url", &url, &id.to_string(), "--feeder", "F1"]));
+    assert!(!ok && again.contains("no pending home"), "{again}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
