@@ -37,14 +37,17 @@ pub async fn create_agent(pool: &Pool, site: SiteId, name: &str) -> Result<Agent
 ///
 /// # Errors
 /// [`DbError::Constraint`] `agent_keys_unique_key` when the key is already enrolled (for any
-/// agent), `agents_site_id_fkey` for an unknown site. Nothing is written then.
+/// agent), `agents_site_id_fkey` for an unknown site; [`DbError::Limit`] when the site has
+/// `max_agents` active agents already. Nothing is written then.
 pub async fn enrol_agent(
     pool: &Pool,
     site: SiteId,
     name: &str,
     public_key: [u8; 32],
+    max_agents: Option<u32>,
 ) -> Result<AgentId, DbError> {
     let mut tx = pool.begin().await?;
+    check_room(&mut tx, site, max_agents).await?;
     let agent = insert_agent(&mut tx, site, name).await?;
     insert_key(&mut tx, agent, public_key).await?;
     tx.commit().await?;
@@ -69,6 +72,30 @@ pub async fn enroll_key(pool: &Pool, agent: AgentId, public_key: [u8; 32]) -> Re
     let id = insert_key(&mut tx, agent, public_key).await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// Refuses a new agent when the site has `max` agents with an active key already. The site's
+/// row is locked first, so two enrolments at once cannot both take the last place.
+pub(crate) async fn check_room(
+    conn: &mut PgConnection,
+    site: SiteId,
+    max: Option<u32>,
+) -> Result<(), DbError> {
+    let Some(max) = max else { return Ok(()) };
+    sqlx::query("SELECT 1 FROM sites WHERE id = $1 FOR UPDATE").bind(site.0).execute(&mut *conn).await?;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM agents a WHERE a.site_id = $1
+           AND EXISTS (SELECT 1 FROM agent_keys k WHERE k.agent_id = a.id AND k.revoked_at IS NULL)",
+    )
+    .bind(site.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    if active >= i64::from(max) {
+        return Err(DbError::Limit(format!(
+            "the home has {active} active agent(s), the most allowed ({max}); revoke one before enrolling another"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) async fn insert_agent(

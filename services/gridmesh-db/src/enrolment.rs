@@ -66,13 +66,14 @@ type CodeRow = (Uuid, Timestamp, Option<Timestamp>, Timestamp, Option<Timestamp>
 /// behind and the code unused.
 ///
 /// # Errors
-/// [`DbError::Constraint`] `agent_keys_unique_key` when the key is already enrolled; database
-/// errors. A code that cannot be used is `Ok(Err(refusal))`.
+/// [`DbError::Constraint`] `agent_keys_unique_key` when the key is already enrolled;
+/// [`DbError::Limit`] when the site has `max_agents` active agents already; database errors. A code that cannot be used is `Ok(Err(refusal))`.
 pub async fn enrol_with_code(
     pool: &Pool,
     code_hash: [u8; 32],
     name: &str,
     public_key: [u8; 32],
+    max_agents: Option<u32>,
 ) -> Result<Result<CodeEnrolment, CodeRefusal>, DbError> {
     let mut tx = pool.begin().await?;
     // Locked, so two agents racing with one code cannot both use it.
@@ -95,6 +96,7 @@ pub async fn enrol_with_code(
         return Ok(Err(CodeRefusal::Expired(expires_at)));
     }
     let site = SiteId(site);
+    crate::agents::check_room(&mut tx, site, max_agents).await?;
     let agent = crate::agents::insert_agent(&mut tx, site, name).await?;
     crate::agents::insert_key(&mut tx, agent, public_key).await?;
     sqlx::query("UPDATE enrolment_codes SET used_at = now(), agent_id = $2 WHERE code_hash = $1")

@@ -28,6 +28,9 @@ pub enum DbError {
         /// Why.
         reason: String,
     },
+    /// A configured limit would be exceeded (the message says which and what to do).
+    #[error("{0}")]
+    Limit(String),
     /// A stored row that does not map back to a domain value (a schema/code mismatch).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),

@@ -254,21 +254,21 @@ async fn agents_of(pool: &Pool, site: SiteId) -> i64 {
 async fn enrolling_a_used_key_leaves_no_agent_behind(pool: Pool) {
     let f = fixture(&pool).await;
     let key = [7_u8; 32];
-    let agent = gridmesh_db::enrol_agent(&pool, f.site.id, "roof pi", key).await.unwrap();
+    let agent = gridmesh_db::enrol_agent(&pool, f.site.id, "roof pi", key, None).await.unwrap();
     let found = gridmesh_db::find_active_key(&pool, &key).await.unwrap().unwrap();
     assert_eq!((found.agent, found.site), (agent, f.site.id));
     let before = agents_of(&pool, f.site.id).await;
     assert_eq!(before, 2, "the fixture's agent and the enrolled one");
 
     // The key is taken: refused, and the agent row made for it is rolled back with it.
-    let err = gridmesh_db::enrol_agent(&pool, f.site.id, "clone", key).await.unwrap_err();
+    let err = gridmesh_db::enrol_agent(&pool, f.site.id, "clone", key, None).await.unwrap_err();
     assert_eq!(constraint(err), "agent_keys_unique_key");
     assert_eq!(agents_of(&pool, f.site.id).await, before, "no agent is left without a key");
     assert_eq!(gridmesh_db::find_active_key(&pool, &key).await.unwrap().unwrap().agent, agent);
 
     // An unknown site: neither agent nor key.
     let stray = [8_u8; 32];
-    let err = gridmesh_db::enrol_agent(&pool, SiteId::new_random(), "stray", stray).await.unwrap_err();
+    let err = gridmesh_db::enrol_agent(&pool, SiteId::new_random(), "stray", stray, None).await.unwrap_err();
     assert_eq!(constraint(err), "agents_site_id_fkey");
     assert!(gridmesh_db::find_active_key(&pool, &stray).await.unwrap().is_none());
 }

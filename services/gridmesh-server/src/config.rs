@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gridmesh_core::{Role, UserId};
 use url::Url;
 
+/// Agents with an active key a home may have unless configured otherwise.
+pub const DEFAULT_MAX_AGENTS_PER_SITE: u32 = 4;
+
 /// Default database, as created by `scripts/setup`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://gridmesh:gridmesh@127.0.0.1:5432/gridmesh";
 
@@ -261,6 +264,11 @@ pub struct ServeConfig {
     /// example mqtts://broker.example:8883); without it agents keep the URL they were set up with.
     #[arg(long, env = "GRIDMESH_AGENT_BROKER_URL", value_parser = parse_agent_broker_url)]
     pub agent_broker_url: Option<String>,
+
+    /// Most agents with an active key one home may have; enrolling another is refused until
+    /// one is revoked.
+    #[arg(long, env = "GRIDMESH_MAX_AGENTS_PER_SITE", default_value_t = DEFAULT_MAX_AGENTS_PER_SITE, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_agents_per_site: u32,
 
     /// MQTT client id prefix; a random suffix keeps replicas apart.
     #[arg(long, env = "GRIDMESH_MQTT_CLIENT_ID", default_value = "gridmesh-server")]

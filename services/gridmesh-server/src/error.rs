@@ -174,6 +174,7 @@ impl From<DbError> for ApiError {
         match e {
             DbError::Unavailable(_) => ApiError::Unavailable(e),
             DbError::Invalid { field, reason } => ApiError::invalid(field, reason),
+            DbError::Limit(reason) => ApiError::Conflict(reason),
             DbError::Constraint { ref constraint, .. } => {
                 constraint_error(constraint).unwrap_or_else(|| ApiError::Internal(anyhow::Error::new(e)))
             }

@@ -35,6 +35,8 @@ pub struct AppState {
     pub ingest_link: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// The broker URL agents are told at enrolment (`--agent-broker-url`), if set.
     pub agent_broker_url: Option<String>,
+    /// Most agents with an active key a home may have (`--max-agents-per-site`).
+    pub max_agents_per_site: u32,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
             jobs: JobBoard::default(),
             ingest_link: None,
             agent_broker_url: None,
+            max_agents_per_site: crate::config::DEFAULT_MAX_AGENTS_PER_SITE,
         }
     }
 }
@@ -125,6 +128,7 @@ pub async fn start(config: &ServeConfig, role: Role) -> anyhow::Result<Service> 
     state.server_key = Some(server_key.public());
     state.market = crate::jobs::market::MarketSettings::from_args(&config.market);
     state.agent_broker_url.clone_from(&config.agent_broker_url);
+    state.max_agents_per_site = config.max_agents_per_site;
     let (stop, shutdown) = Shutdown::new();
     let ctx = JobCtx {
         pool: state.pool.clone(),

@@ -53,6 +53,7 @@ async fn a_code_enrols_one_agent_once_and_says_why_it_will_not(pool: PgPool) {
     let server_key = KeyPair::from_seed([3; 32]);
     let mut state = AppState::new(pool.clone(), BrokerLink::spawn(&mqtt_url(), "codes-test").unwrap());
     state.server_key = Some(server_key.public());
+    state.max_agents_per_site = 2;
     let server = Server::with_state(state).await;
     let api = server.client();
     let (owner_id, owner) = user(&pool, "owner", Role::Homeowner).await;
@@ -113,6 +114,22 @@ async fn a_code_enrols_one_agent_once_and_says_why_it_will_not(pool: PgPool) {
     assert_eq!(api.call(Method::POST, "/v1/enrol", "", Some(enrol(&fresh, &other))).await.0, 201);
     assert_eq!(agents_of(&pool, site).await, 2);
 
+    // Two active agents are the most this server allows a home: a third waits for a revocation.
+    let (_, third) = api.call(Method::POST, &codes, &owner, Some(json!({}))).await;
+    let third = third["code"].as_str().unwrap().to_owned();
+    let third_box = KeyPair::from_seed([13; 32]);
+    let (status, full) = api.call(Method::POST, "/v1/enrol", "", Some(enrol(&third, &third_box))).await;
+    assert_eq!(status, 409, "{full}");
+    assert!(full["detail"].as_str().unwrap().contains("the most allowed (2)"), "{full}");
+    assert_eq!(agents_of(&pool, site).await, 2);
+    let first_agent = enrolled["agent_id"].as_str().unwrap();
+    assert_eq!(
+        api.call(Method::DELETE, &format!("/v1/sites/{site}/agents/{first_agent}"), &owner, None).await.0,
+        204
+    );
+    assert_eq!(api.call(Method::POST, "/v1/enrol", "", Some(enrol(&third, &third_box))).await.0, 201);
+    assert_eq!(agents_of(&pool, site).await, 3);
+
     // An expired code says so.
     let (_, late) = api.call(Method::POST, &codes, &owner, Some(json!({ "valid_hours": 1 }))).await;
     let late = late["code"].as_str().unwrap().to_owned();
@@ -127,7 +144,7 @@ async fn a_code_enrols_one_agent_once_and_says_why_it_will_not(pool: PgPool) {
         api.call(Method::POST, "/v1/enrol", "", Some(enrol(&late, &KeyPair::from_seed([12; 32])))).await;
     assert_eq!(status, 409);
     assert!(expired["detail"].as_str().unwrap().contains("expired"), "{expired}");
-    assert_eq!(agents_of(&pool, site).await, 2);
+    assert_eq!(agents_of(&pool, site).await, 3);
     server.stop().await;
 }
 
@@ -141,7 +158,8 @@ async fn a_homes_agents_are_listed_rotated_and_revoked_by_its_owner(pool: PgPool
     let site = home(&pool, owner_id).await;
     let elsewhere = home(&pool, owner_id).await;
     let first = KeyPair::from_seed([20; 32]);
-    let agent = gridmesh_db::enrol_agent(&pool, site, "garage pi", *first.public().as_bytes()).await.unwrap();
+    let agent =
+        gridmesh_db::enrol_agent(&pool, site, "garage pi", *first.public().as_bytes(), None).await.unwrap();
     let agents = format!("/v1/sites/{site}/agents");
     // Readings 0 to 2 and 5 to 6 arrived; 3 and 4 are missing.
     let now = chrono::Utc::now();

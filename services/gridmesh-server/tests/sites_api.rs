@@ -215,7 +215,7 @@ async fn a_home_is_registered_assigned_edited_and_decommissioned(pool: PgPool) {
 
     // An agent, then decommissioning: agents revoked, no codes or orders, not planned.
     let key = gridmesh_wire::KeyPair::from_seed([30; 32]);
-    gridmesh_db::enrol_agent(&pool, site_id, "pi", *key.public().as_bytes()).await.unwrap();
+    gridmesh_db::enrol_agent(&pool, site_id, "pi", *key.public().as_bytes(), None).await.unwrap();
     let codes = format!("/v1/sites/{site}/enrolment-codes");
     let (_, early) = api.call(Method::POST, &codes, &ada, Some(json!({}))).await;
     let early = early["code"].as_str().unwrap().to_owned();

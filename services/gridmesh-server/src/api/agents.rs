@@ -120,6 +120,7 @@ pub async fn enrol(
         gridmesh_db::hash_token(code.canonical()),
         name,
         *key.as_bytes(),
+        Some(state.max_agents_per_site),
     )
     .await?;
     let enrolled = outcome.map_err(|refusal| match refusal {

@@ -361,7 +361,14 @@ pub async fn enrol(
     }
     super::sites::require_active(&state, id).await?;
     // One transaction: a key that is already enrolled leaves no agent behind.
-    let agent = gridmesh_db::enrol_agent(&state.pool, id, &body.name, *key.as_bytes()).await?;
+    let agent = gridmesh_db::enrol_agent(
+        &state.pool,
+        id,
+        &body.name,
+        *key.as_bytes(),
+        Some(state.max_agents_per_site),
+    )
+    .await?;
     tracing::info!(site = %id, agent = %agent, "agent enrolled");
     Ok((StatusCode::CREATED, Json(EnrolledOut { agent_id: agent, public_key: key.to_string(), site_id: id })))
 }
