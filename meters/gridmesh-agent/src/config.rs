@@ -384,7 +384,13 @@ pub fn with_enrolment(text: &str, e: &Enrolled) -> String {
     };
     set(&mut lines, None, "agent", &e.agent.to_string());
     set(&mut lines, None, "site", &e.site.to_string());
-    let central = lines.iter().position(|l| l.trim() == "[central]");
+    // `[central]`, also written `[ central ]` or with a comment after it.
+    let is_central = |l: &str| {
+        let header: String =
+            l.split('#').next().unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
+        header == "[central]"
+    };
+    let central = lines.iter().position(|l| is_central(l));
     let central = central.unwrap_or_else(|| {
         lines.push(String::new());
         lines.push("[central]".to_owned());
@@ -411,7 +417,16 @@ pub fn write_enrolment(path: &std::path::Path, e: &Enrolled) -> Result<AgentConf
     let updated = with_enrolment(&text, e);
     let cfg = AgentConfig::parse(path, &updated)?;
     let tmp = path.with_extension("toml.new");
-    let write = std::fs::write(&tmp, &updated).and_then(|()| std::fs::rename(&tmp, path));
+    // The file may hold broker passwords: the new one gets the old one's permissions, and is
+    // on disk before it replaces it.
+    let write = (|| {
+        let permissions = std::fs::metadata(path)?.permissions();
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, updated.as_bytes())?;
+        file.set_permissions(permissions)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
     write.map_err(|source| ConfigError::Write { path: path.to_owned(), source })?;
     Ok(cfg)
 }
@@ -515,6 +530,9 @@ unit = 3
         assert!(bare.starts_with("site = "), "{bare}");
         let commented = with_enrolment("# my box\n\npoll_ms = 1000\n", &e);
         assert!(commented.starts_with("# my box\n\nsite = "), "{commented}");
+        let spaced = with_enrolment("[ central ] # the broker\nurl = \"mqtt://h\"\n", &e);
+        assert_eq!(spaced.matches("central").count(), 1, "{spaced}");
+        assert!(spaced.contains("[ central ] # the broker\nserver_key = "), "{spaced}");
     }
 
     #[test]

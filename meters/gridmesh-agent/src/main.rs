@@ -51,7 +51,7 @@ enum Command {
         /// The gridmesh service, e.g. https://gridmesh.example.
         #[arg(long, visible_alias = "server", env = "GRIDMESH_API_URL")]
         api_url: String,
-        /// The one-time enrolment code (like 7KQ2-M9XD).
+        /// The one-time enrolment code (like 7KQ2-M9XD-4HPA).
         #[arg(long, conflicts_with = "token", required_unless_present = "token")]
         code: Option<String>,
         /// The site owner's (or an operator's) API token, for a configured site.
@@ -94,9 +94,33 @@ async fn real_main() -> anyhow::Result<()> {
         }
         Command::Check { listen_seconds } => check(&cfg, Duration::from_secs(listen_seconds)).await,
         Command::Enroll { api_url, code: Some(code), name, .. } => {
+            // Checked before the code is spent: the file must take the enrolment.
+            let text = std::fs::read_to_string(&cli.config)
+                .with_context(|| format!("reading {}", cli.config.display()))?;
+            let placeholder = gridmesh_agent::config::Enrolled {
+                site: gridmesh_core::SiteId::from_bytes([0; 16]),
+                agent: gridmesh_core::AgentId::from_bytes([0; 16]),
+                server_key: "00".repeat(32),
+                broker_url: None,
+            };
+            AgentConfig::parse(&cli.config, &gridmesh_agent::config::with_enrolment(&text, &placeholder))
+                .context(
+                    "the configuration cannot take the enrolment; fix it first (the code is not used yet)",
+                )?;
             let key = gridmesh_agent::key::load_or_create(&cfg.key_file)?;
             let e = gridmesh_agent::enroll::enroll_with_code(&api_url, &code, &key, &name).await?;
-            gridmesh_agent::config::write_enrolment(&cli.config, &e)?;
+            if let Err(err) = gridmesh_agent::config::write_enrolment(&cli.config, &e) {
+                // Enrolled already: say what to write by hand rather than lose it.
+                eprintln!("enrolled, but {err}; put these lines in {}:", cli.config.display());
+                println!(
+                    "site = \"{}\"\nagent = \"{}\"\n# in [central]:\nserver_key = \"{}\"",
+                    e.site, e.agent, e.server_key
+                );
+                if let Some(url) = &e.broker_url {
+                    println!("url = \"{url}\"");
+                }
+                anyhow::bail!("the configuration was not updated");
+            }
             println!("enrolled: site {}, agent {}; written to {}", e.site, e.agent, cli.config.display());
             Ok(())
         }
@@ -194,7 +218,9 @@ async fn check(cfg: &AgentConfig, listen: Duration) -> anyhow::Result<()> {
         match gridmesh_agent::home::listen(client, events, devices, listen).await {
             Ok(heard) => {
                 for h in heard {
-                    if h.messages == 0 {
+                    if h.messages == 0 && h.last_refusal.is_some() {
+                        println!("  {}: nothing usable arrived on {}", h.name, h.topics.join(", "));
+                    } else if h.messages == 0 {
                         println!("  {}: nothing arrived on {}", h.name, h.topics.join(", "));
                     } else {
                         println!("  {}: {} message(s), {:?}", h.name, h.messages, h.state);

@@ -256,11 +256,10 @@ impl GridFile {
             }
         }
         // Nodes on a cycle have no root: kept at the end so nothing is lost.
-        for n in &self.nodes {
-            if !out.iter().any(|o| std::ptr::eq(*o, n)) {
-                out.push(n);
-            }
-        }
+        let placed: BTreeSet<*const FileNode> = out.iter().map(|n| std::ptr::from_ref(*n)).collect();
+        let rest: Vec<&FileNode> =
+            self.nodes.iter().filter(|n| !placed.contains(&std::ptr::from_ref(*n))).collect();
+        out.extend(rest);
         out
     }
 }

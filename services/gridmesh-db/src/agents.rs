@@ -74,15 +74,23 @@ pub async fn enroll_key(pool: &Pool, agent: AgentId, public_key: [u8; 32]) -> Re
     Ok(id)
 }
 
-/// Refuses a new agent when the site has `max` agents with an active key already. The site's
-/// row is locked first, so two enrolments at once cannot both take the last place.
+/// Refuses a new agent (or key) for a decommissioned site, and a new agent when the site has
+/// `max` agents with an active key already. The site's row is locked first, so neither a
+/// decommissioning nor another enrolment can slip in between the check and the insert.
 pub(crate) async fn check_room(
     conn: &mut PgConnection,
     site: SiteId,
     max: Option<u32>,
 ) -> Result<(), DbError> {
+    let gone: Option<Option<DateTime<Utc>>> =
+        sqlx::query_scalar("SELECT decommissioned_at FROM sites WHERE id = $1 FOR UPDATE")
+            .bind(site.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(Some(at)) = gone {
+        return Err(DbError::Limit(format!("the home {site} was decommissioned at {at}")));
+    }
     let Some(max) = max else { return Ok(()) };
-    sqlx::query("SELECT 1 FROM sites WHERE id = $1 FOR UPDATE").bind(site.0).execute(&mut *conn).await?;
     let active: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM agents a WHERE a.site_id = $1
            AND EXISTS (SELECT 1 FROM agent_keys k WHERE k.agent_id = a.id AND k.revoked_at IS NULL)",
@@ -96,6 +104,37 @@ pub(crate) async fn check_room(
         )));
     }
     Ok(())
+}
+
+/// Rotates the key of an agent of `site` that has an active key: the old one revoked, the new
+/// one active, in one transaction with the site locked. `Ok(false)` when the agent has no
+/// active key (a revoked agent stays revoked: a lost box is not revived by a new key).
+///
+/// # Errors
+/// [`DbError::Limit`] for a decommissioned site; [`DbError::Constraint`]
+/// `agent_keys_unique_key` for a key enrolled before.
+pub async fn rotate_active_key(
+    pool: &Pool,
+    site: SiteId,
+    agent: AgentId,
+    public_key: [u8; 32],
+) -> Result<bool, DbError> {
+    let mut tx = pool.begin().await?;
+    check_room(&mut tx, site, None).await?;
+    let revoked = sqlx::query(
+        "UPDATE agent_keys SET revoked_at = now(), revoked_reason = 'rotated'
+         WHERE agent_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(agent.0)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if revoked != 1 {
+        return Ok(false);
+    }
+    insert_key(&mut tx, agent, public_key).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(crate) async fn insert_agent(

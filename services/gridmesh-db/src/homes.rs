@@ -237,10 +237,13 @@ pub struct Decommissioned {
     pub keys_revoked: u64,
     /// Standing strategies stopped.
     pub strategies_stopped: u64,
+    /// Open orders cancelled.
+    pub orders_cancelled: u64,
 }
 
 /// Decommissions a site in one transaction: marked, its agents' keys revoked, its standing
-/// strategies stopped; readings, trades and settlements stay. `Ok(None)` when it is unknown or
+/// strategies stopped and its open orders cancelled; readings, trades and settlements stay,
+/// and periods from then on settle without it. `Ok(None)` when it is unknown or
 /// was decommissioned before.
 ///
 /// # Errors
@@ -270,6 +273,19 @@ pub async fn decommission_site(pool: &Pool, id: SiteId) -> Result<Option<Decommi
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    // Open orders would still clear into trades the home can no longer deliver.
+    let orders = sqlx::query(
+        "UPDATE market_orders SET status = 'cancelled', closed_at = now() WHERE site_id = $1 AND status = 'open'",
+    )
+    .bind(id.0)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     tx.commit().await?;
-    Ok(Some(Decommissioned { at, keys_revoked: keys, strategies_stopped: strategies }))
+    Ok(Some(Decommissioned {
+        at,
+        keys_revoked: keys,
+        strategies_stopped: strategies,
+        orders_cancelled: orders,
+    }))
 }

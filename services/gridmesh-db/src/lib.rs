@@ -25,7 +25,7 @@ mod users;
 
 pub use agents::{
     AgentKey, AgentSummary, agent_of_site, create_agent, enrol_agent, enroll_key, find_active_key,
-    list_agents, revoke_key,
+    list_agents, revoke_key, rotate_active_key,
 };
 pub use dispatch::{
     DispatchSetpoint, NewPlan, NewUtilityRequest, PlanRecord, RequestKind, SetpointAnswer, SetpointRecord,
@@ -36,7 +36,7 @@ pub use dispatch::{
 pub use enrolment::{CodeEnrolment, CodeRefusal, NewEnrolmentCode, create_enrolment_code, enrol_with_code};
 pub use error::DbError;
 pub use grid::{get_site, insert_grid_node, insert_site, list_sites, load_topology, update_grid_node};
-pub use grid_file::{apply_grid_import, homes_import_by_feeder, stored_grid};
+pub use grid_file::{homes_import_by_feeder, import_grid, stored_grid};
 pub use homes::{
     Decommissioned, Registration, assign_home, decommission_site, decommissioned_at, pending_home,
     pending_homes, register_home, update_site,

@@ -119,14 +119,11 @@ async fn grid(command: crate::config::GridCommand) -> anyhow::Result<()> {
             };
             let parsed = parsed.map_err(refused)?;
             let pool = connect_db(&db).await?;
-            let stored = gridmesh_db::stored_grid(&pool).await?;
-            let homes = gridmesh_db::homes_import_by_feeder(&pool).await?;
-            let plan = gridmesh_core::grid_file::plan(
-                &parsed,
-                &stored,
-                &homes,
-                gridmesh_core::GridNodeId::new_random,
-            )
+            let plan = gridmesh_db::import_grid(&pool, dry_run, |stored, homes| {
+                gridmesh_core::grid_file::plan(&parsed, stored, homes, gridmesh_core::GridNodeId::new_random)
+            })
+            .await
+            .context("importing the grid")?
             .map_err(refused)?;
             let mut text = String::new();
             for c in &plan.changes {
@@ -134,9 +131,6 @@ async fn grid(command: crate::config::GridCommand) -> anyhow::Result<()> {
             }
             for w in &plan.warnings {
                 text.push_str(&format!("warning: {w}\n"));
-            }
-            if !dry_run {
-                gridmesh_db::apply_grid_import(&pool, &plan).await.context("applying the import")?;
             }
             let verb = if dry_run { "would change" } else { "changed" };
             text.push_str(&format!("{verb} {} node(s), {} unchanged\n", plan.changes.len(), plan.unchanged));

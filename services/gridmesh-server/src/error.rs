@@ -64,6 +64,9 @@ pub enum ApiError {
     /// Conflicts with stored state (a duplicate).
     #[error("{0}")]
     Conflict(String),
+    /// Too many attempts of something that must not be guessed; try again later.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A dependency (the database) is unavailable.
     #[error("service temporarily unavailable; try again shortly")]
     Unavailable(#[source] DbError),
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,6 +120,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => "not-found",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::TooManyRequests(_) => "too-many-requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -200,7 +205,9 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         "agents_site_id_fkey" => ApiError::NotFound("site".into()),
         "grid_nodes_parent_id_fkey" => ApiError::invalid("parent", "no such grid node"),
         "grid_nodes_no_cycle" => ApiError::invalid("parent", "would make the node its own ancestor"),
-        "sites_owner_id_fkey" => ApiError::invalid("owner", "no such user"),
+        "sites_owner_id_fkey" | "site_registrations_owner_id_fkey" => {
+            ApiError::invalid("owner", "no such user")
+        }
         "grid_nodes_code" => ApiError::Conflict("another grid node has this code".into()),
         "sites_feeder" => {
             ApiError::invalid("feeder", "no such feeder (a site hangs off a feeder, not a transformer)")

@@ -37,6 +37,8 @@ pub struct AppState {
     pub agent_broker_url: Option<String>,
     /// Most agents with an active key a home may have (`--max-agents-per-site`).
     pub max_agents_per_site: u32,
+    /// Failed code enrolments this minute (`POST /v1/enrol`).
+    pub enrol_guard: std::sync::Arc<crate::api::EnrolGuard>,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             ingest_link: None,
             agent_broker_url: None,
             max_agents_per_site: crate::config::DEFAULT_MAX_AGENTS_PER_SITE,
+            enrol_guard: std::sync::Arc::default(),
         }
     }
 }

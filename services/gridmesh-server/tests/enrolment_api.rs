@@ -68,7 +68,7 @@ async fn a_code_enrols_one_agent_once_and_says_why_it_will_not(pool: PgPool) {
     let (status, issued) = api.call(Method::POST, &codes, &owner, Some(json!({}))).await;
     assert_eq!(status, 201, "{issued}");
     let code = issued["code"].as_str().unwrap().to_owned();
-    assert!(code.len() == 9 && &code[4..5] == "-", "{code}");
+    assert!(code.len() == 14 && &code[4..5] == "-" && &code[9..10] == "-", "{code}");
     assert_eq!(issued["site_id"], site.to_string());
     let (status, _) = api.call(Method::POST, &codes, &operator, Some(json!({ "valid_hours": 2 }))).await;
     assert_eq!(status, 201);
@@ -101,7 +101,8 @@ async fn a_code_enrols_one_agent_once_and_says_why_it_will_not(pool: PgPool) {
     let (status, typo) = api.call(Method::POST, "/v1/enrol", "", Some(enrol("ABC-123", &other))).await;
     assert_eq!(status, 422);
     assert!(typo["detail"].as_str().unwrap().contains("code"), "{typo}");
-    let (status, unknown) = api.call(Method::POST, "/v1/enrol", "", Some(enrol("ZZZZ-ZZZZ", &other))).await;
+    let (status, unknown) =
+        api.call(Method::POST, "/v1/enrol", "", Some(enrol("ZZZZ-ZZZZ-ZZZZ", &other))).await;
     assert_eq!(status, 422);
     assert!(unknown["detail"].as_str().unwrap().contains("no such enrolment code"), "{unknown}");
 
@@ -145,6 +146,24 @@ async fn a_code_enrols_one_agent_once_and_says_why_it_will_not(pool: PgPool) {
     assert_eq!(status, 409);
     assert!(expired["detail"].as_str().unwrap().contains("expired"), "{expired}");
     assert_eq!(agents_of(&pool, site).await, 3);
+
+    // Guessing is cut short: after 30 failures in a minute every attempt waits, a good code too.
+    let (_, good) = api.call(Method::POST, &codes, &owner, Some(json!({}))).await;
+    let good = good["code"].as_str().unwrap().to_owned();
+    let mut tries = 0;
+    loop {
+        let (status, answer) =
+            api.call(Method::POST, "/v1/enrol", "", Some(enrol("0000-0000-0000", &other))).await;
+        if status == 429 {
+            assert!(answer["detail"].as_str().unwrap().contains("try again in"), "{answer}");
+            break;
+        }
+        assert_eq!(status, 422);
+        tries += 1;
+        assert!(tries <= 30, "no limit after {tries} failures");
+    }
+    let spare = KeyPair::from_seed([14; 32]);
+    assert_eq!(api.call(Method::POST, "/v1/enrol", "", Some(enrol(&good, &spare))).await.0, 429);
     server.stop().await;
 }
 
@@ -225,5 +244,12 @@ async fn a_homes_agents_are_listed_rotated_and_revoked_by_its_owner(pool: PgPool
     assert!(item["public_key"].is_null());
     assert!(item["revoked_reason"].as_str().unwrap().contains("prosumer"), "{item}");
     assert_eq!(api.call(Method::DELETE, &revoke, &owner, None).await.0, 404);
+    // A revoked agent stays revoked: a new key does not bring a lost box back.
+    let third = KeyPair::from_seed([22; 32]);
+    let (status, revived) = api
+        .call(Method::POST, &rotate, &owner, Some(json!({ "public_key": third.public().to_string() })))
+        .await;
+    assert_eq!(status, 409, "{revived}");
+    assert!(gridmesh_db::find_active_key(&pool, third.public().as_bytes()).await.unwrap().is_none());
     server.stop().await;
 }

@@ -225,6 +225,9 @@ async fn a_home_is_registered_assigned_edited_and_decommissioned(pool: PgPool) {
     assert_eq!(done["keys_revoked"].as_u64(), Some(1));
     assert!(gridmesh_db::find_active_key(&pool, key.public().as_bytes()).await.unwrap().is_none());
     assert!(gridmesh_db::load_topology(&pool).await.unwrap().sites_on(id("F1")).is_empty());
+    // Periods from now on settle without it (and do not wait for its metering).
+    let next = gridmesh_core::Period::containing(chrono::Utc::now()).next();
+    assert!(gridmesh_db::settlement_sites(&pool, next).await.unwrap().iter().all(|s| s.site != site_id));
     // A code handed out before is refused, saying why.
     let late_box = gridmesh_wire::KeyPair::from_seed([31; 32]);
     let enrol = json!({ "code": early, "public_key": late_box.public().to_string() });

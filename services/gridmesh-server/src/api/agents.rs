@@ -24,6 +24,41 @@ const DEFAULT_VALID_HOURS: u32 = 24;
 /// The longest a code may work: a week.
 const MAX_VALID_HOURS: u32 = 168;
 
+/// Failed code enrolments the service takes in a minute, from everyone together, before it
+/// answers 429 for the rest of the minute: with 60-bit codes this keeps guessing hopeless.
+/// (Per-client limits belong in front of the service, at the proxy that sees client addresses.)
+const FAILURES_PER_MINUTE: u32 = 30;
+
+/// Counts failed code enrolments in the current minute.
+#[derive(Debug, Default)]
+pub struct EnrolGuard(std::sync::Mutex<(Option<std::time::Instant>, u32)>);
+
+impl EnrolGuard {
+    fn window<T>(&self, f: impl FnOnce(&mut (Option<std::time::Instant>, u32)) -> T) -> T {
+        let mut w = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if w.0.is_none_or(|start| start.elapsed() >= std::time::Duration::from_secs(60)) {
+            *w = (Some(std::time::Instant::now()), 0);
+        }
+        f(&mut w)
+    }
+
+    /// Refuses while this minute's failures are used up.
+    fn check(&self) -> Result<(), ApiError> {
+        self.window(|w| {
+            if w.1 >= FAILURES_PER_MINUTE {
+                let left = 60_u64.saturating_sub(w.0.map_or(0, |s| s.elapsed().as_secs()));
+                Err(ApiError::TooManyRequests(format!("too many failed enrolments; try again in {left} s")))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn failed(&self) {
+        self.window(|w| w.1 += 1);
+    }
+}
+
 /// Body of `POST /v1/sites/{id}/enrolment-codes`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +93,7 @@ pub async fn create_code(
     if !(1..=MAX_VALID_HOURS).contains(&hours) {
         return Err(ApiError::invalid("valid_hours", format!("must be 1 to {MAX_VALID_HOURS}, got {hours}")));
     }
-    let mut random = [0_u8; 5];
+    let mut random = [0_u8; 8];
     getrandom::fill(&mut random).map_err(|e| ApiError::Internal(anyhow::anyhow!("no randomness: {e}")))?;
     let code = EnrolmentCode::from_random(random);
     let expires_at = Utc::now() + chrono::Duration::hours(i64::from(hours));
@@ -80,7 +115,7 @@ pub async fn create_code(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolIn {
-    /// The one-time code, as the owner read it out (`7KQ2-M9XD`; case and dashes forgiven).
+    /// The one-time code, as the owner read it out (`7KQ2-M9XD-4HPA`; case and dashes forgiven).
     code: String,
     /// The agent's ed25519 public key, 64 hex digits.
     public_key: String,
@@ -106,6 +141,15 @@ pub async fn enrol(
     State(state): State<AppState>,
     Json(body): Json<EnrolIn>,
 ) -> Result<(StatusCode, Json<EnrolOut>), ApiError> {
+    state.enrol_guard.check()?;
+    let outcome = enrol_with(&state, body).await;
+    if matches!(&outcome, Err(e) if e.status().is_client_error()) {
+        state.enrol_guard.failed();
+    }
+    outcome
+}
+
+async fn enrol_with(state: &AppState, body: EnrolIn) -> Result<(StatusCode, Json<EnrolOut>), ApiError> {
     let code: EnrolmentCode =
         body.code.parse().map_err(|e: gridmesh_core::CodeError| ApiError::invalid("code", e.to_string()))?;
     let key =
@@ -249,7 +293,11 @@ pub async fn rotate(
     let key =
         PublicKey::from_hex(&body.public_key).map_err(|e| ApiError::invalid("public_key", e.to_string()))?;
     let site = own_agent(&state, &caller, site, agent).await?;
-    gridmesh_db::enroll_key(&state.pool, agent, *key.as_bytes()).await?;
+    if !gridmesh_db::rotate_active_key(&state.pool, site, agent, *key.as_bytes()).await? {
+        return Err(ApiError::Conflict(
+            "this agent was revoked and stays so; enrol the box again with a new code".into(),
+        ));
+    }
     tracing::info!(%site, %agent, "agent key rotated");
     Ok(Json(RotatedOut { agent_id: agent, public_key: key.to_string() }))
 }

@@ -90,17 +90,6 @@ fn refused(errors: &[GridFileError]) -> ApiError {
     )
 }
 
-/// Checks `file` against the stored grid; the plan, or every problem.
-///
-/// # Errors
-/// Database errors; a file with problems.
-pub async fn plan_import(pool: &gridmesh_db::Pool, file: &GridFile) -> Result<ImportPlan, ApiError> {
-    let stored = gridmesh_db::stored_grid(pool).await?;
-    let homes = gridmesh_db::homes_import_by_feeder(pool).await?;
-    gridmesh_core::grid_file::plan(file, &stored, &homes, gridmesh_core::GridNodeId::new_random)
-        .map_err(|errors| refused(&errors))
-}
-
 /// `POST /v1/grid/import[?dry_run=true]` (utility, operator): a whole grid file, CSV
 /// (`Content-Type: text/csv`) or JSON.
 pub async fn import(
@@ -113,9 +102,12 @@ pub async fn import(
     caller.require(GRID_WRITERS)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let file = read_file(content_type, &body)?;
-    let plan = plan_import(&state.pool, &file).await?;
+    let plan = gridmesh_db::import_grid(&state.pool, params.dry_run, |stored, homes| {
+        gridmesh_core::grid_file::plan(&file, stored, homes, gridmesh_core::GridNodeId::new_random)
+    })
+    .await?
+    .map_err(|errors| refused(&errors))?;
     if !params.dry_run {
-        gridmesh_db::apply_grid_import(&state.pool, &plan).await?;
         tracing::info!(changes = plan.changes.len(), unchanged = plan.unchanged, "grid imported");
     }
     Ok(Json(ImportOut::new(&plan, params.dry_run)))

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::AppState;
 
 mod agents;
+pub use agents::EnrolGuard;
 mod dispatch;
 mod grid;
 pub mod grid_file;

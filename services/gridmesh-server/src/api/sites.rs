@@ -214,7 +214,9 @@ pub struct PendingOut {
     /// Absent for utilities.
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<UserId>,
-    name: String,
+    /// Absent for utilities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     /// Absent for utilities.
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
@@ -225,14 +227,18 @@ pub struct PendingOut {
     registered_at: DateTime<Utc>,
 }
 
+/// A pending home as its owner, operators and regulators see it (`personal`), or as a utility
+/// does: enough to pick its feeder, not who lives where (no owner, name or address; the
+/// location rounded to about 100 m).
 fn pending_out(r: Registration, personal: bool) -> PendingOut {
+    let round = |x: f64| if personal { x } else { (x * 1_000.0).round() / 1_000.0 };
     PendingOut {
         id: r.id,
         status: "pending",
         owner: personal.then_some(r.owner),
-        name: r.name,
+        name: personal.then_some(r.name),
         address: r.address.filter(|_| personal),
-        location: r.location.map(|l| LocationIo { lat: l.lat, lon: l.lon }),
+        location: r.location.map(|l| LocationIo { lat: round(l.lat), lon: round(l.lon) }),
         rated_pv_w: r.rated_pv.get(),
         battery: r.battery.map(|b| BatteryIo {
             capacity_wh: b.capacity.get(),
@@ -323,6 +329,15 @@ pub struct AssignIn {
     feeder: GridNodeId,
 }
 
+/// What an assignment answers: the home and its feeder, nothing about who lives there (a
+/// utility assigns).
+#[derive(Debug, Serialize)]
+pub struct AssignedOut {
+    id: SiteId,
+    feeder: GridNodeId,
+    status: &'static str,
+}
+
 /// `POST /v1/sites/{id}/assign` (utility, operator): a pending home goes on a feeder; from now
 /// on it is planned, trades and settles.
 pub async fn assign(
@@ -330,13 +345,13 @@ pub async fn assign(
     caller: Authenticated,
     Path(id): Path<SiteId>,
     Json(body): Json<AssignIn>,
-) -> Result<Json<SiteOut>, ApiError> {
+) -> Result<Json<AssignedOut>, ApiError> {
     caller.require(GRID_WRITERS)?;
     let site = gridmesh_db::assign_home(&state.pool, id, body.feeder)
         .await?
         .ok_or_else(|| ApiError::NotFound("pending home".into()))?;
     tracing::info!(site = %id, feeder = %body.feeder, "home assigned to its feeder");
-    Ok(Json(site.into()))
+    Ok(Json(AssignedOut { id: site.id, feeder: site.feeder, status: "active" }))
 }
 
 /// Body of `PATCH /v1/sites/{id}`: what changes; the rest stays.
@@ -395,6 +410,7 @@ pub struct DecommissionedOut {
     decommissioned_at: DateTime<Utc>,
     keys_revoked: u64,
     strategies_stopped: u64,
+    orders_cancelled: u64,
 }
 
 /// `POST /v1/sites/{id}/decommission` (the owner, an operator): the home leaves the network;
@@ -418,5 +434,6 @@ pub async fn decommission(
         decommissioned_at: done.at,
         keys_revoked: done.keys_revoked,
         strategies_stopped: done.strategies_stopped,
+        orders_cancelled: done.orders_cancelled,
     }))
 }
