@@ -12,9 +12,18 @@ use crate::{DbError, Pool};
 /// # Errors
 /// [`DbError::Constraint`] naming the rule broken.
 pub async fn insert_grid_node(pool: &Pool, node: &GridNode) -> Result<(), DbError> {
+    insert_node_on(&mut *pool.acquire().await?, node, None).await
+}
+
+/// Inserts a grid node with its code, if any.
+pub(crate) async fn insert_node_on(
+    conn: &mut sqlx::PgConnection,
+    node: &GridNode,
+    code: Option<&str>,
+) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO grid_nodes (id, parent_id, kind, name, import_limit_w, export_limit_w)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO grid_nodes (id, parent_id, kind, name, import_limit_w, export_limit_w, code)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(node.id.0)
     .bind(node.parent.map(|p| p.0))
@@ -22,7 +31,8 @@ pub async fn insert_grid_node(pool: &Pool, node: &GridNode) -> Result<(), DbErro
     .bind(&node.name)
     .bind(node.import_limit.get())
     .bind(node.export_limit.get())
-    .execute(pool)
+    .bind(code)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -34,11 +44,20 @@ pub async fn insert_grid_node(pool: &Pool, node: &GridNode) -> Result<(), DbErro
 /// [`DbError::Invalid`] for a site that fails validation, [`DbError::Constraint`] otherwise.
 pub async fn insert_site(pool: &Pool, site: &Site) -> Result<(), DbError> {
     site.validate().map_err(|e| DbError::Invalid { field: "site", reason: e.to_string() })?;
+    insert_site_on(&mut *pool.acquire().await?, site, None).await
+}
+
+/// Inserts a site with the address its owner typed, if any.
+pub(crate) async fn insert_site_on(
+    conn: &mut sqlx::PgConnection,
+    site: &Site,
+    address: Option<&str>,
+) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO sites (id, owner_id, feeder_id, name, latitude, longitude, rated_pv_w,
              battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
-             grid_import_limit_w, grid_export_limit_w)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             grid_import_limit_w, grid_export_limit_w, address)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(site.id.0)
     .bind(site.owner.0)
@@ -52,7 +71,8 @@ pub async fn insert_site(pool: &Pool, site: &Site) -> Result<(), DbError> {
     .bind(site.battery.map(|b| b.max_discharge.get()))
     .bind(site.grid.import_limit.get())
     .bind(site.grid.export_limit.get())
-    .execute(pool)
+    .bind(address)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -106,21 +106,7 @@ pub async fn import_grid<E>(
     }
     for change in &plan.changes {
         match change {
-            Change::Create { code, node } => {
-                sqlx::query(
-                    "INSERT INTO grid_nodes (id, parent_id, kind, name, import_limit_w, export_limit_w, code)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(node.id.0)
-                .bind(node.parent.map(|p| p.0))
-                .bind(node.kind.as_str())
-                .bind(&node.name)
-                .bind(node.import_limit.get())
-                .bind(node.export_limit.get())
-                .bind(code)
-                .execute(&mut *tx)
-                .await?;
-            }
+            Change::Create { code, node } => crate::grid::insert_node_on(&mut tx, node, Some(code)).await?,
             Change::Update { after, .. } => {
                 sqlx::query(
                     "UPDATE grid_nodes SET parent_id = $2, kind = $3, name = $4, import_limit_w = $5,

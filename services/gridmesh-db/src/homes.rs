@@ -165,27 +165,7 @@ pub async fn assign_home(pool: &Pool, id: SiteId, feeder: GridNodeId) -> Result<
     .await?;
     let Some(registration) = row.map(registration_of) else { return Ok(None) };
     let site = registration.on_feeder(feeder);
-    sqlx::query(
-        "INSERT INTO sites (id, owner_id, feeder_id, name, address, latitude, longitude, rated_pv_w,
-             battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
-             grid_import_limit_w, grid_export_limit_w)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(site.id.0)
-    .bind(site.owner.0)
-    .bind(site.feeder.0)
-    .bind(&site.name)
-    .bind(registration.address.as_deref())
-    .bind(site.location.map(|l| l.lat))
-    .bind(site.location.map(|l| l.lon))
-    .bind(site.rated_pv.get())
-    .bind(site.battery.map(|b| b.capacity.get()))
-    .bind(site.battery.map(|b| b.max_charge.get()))
-    .bind(site.battery.map(|b| b.max_discharge.get()))
-    .bind(site.grid.import_limit.get())
-    .bind(site.grid.export_limit.get())
-    .execute(&mut *tx)
-    .await?;
+    crate::grid::insert_site_on(&mut tx, &site, registration.address.as_deref()).await?;
     tx.commit().await?;
     Ok(Some(site))
 }

@@ -10,7 +10,6 @@ use gridmesh_db::NewUser;
 use gridmesh_server::AppState;
 use gridmesh_server::broker::BrokerLink;
 use gridmesh_server::config::MqttUrl;
-use gridmesh_server::serve::Service;
 use gridmesh_wire::KeyPair;
 use sqlx::PgPool;
 
@@ -29,16 +28,8 @@ async fn the_device_key_is_enrolled_for_the_site(pool: PgPool) {
     );
     let server_key = KeyPair::from_seed([4; 32]);
     state.server_key = Some(server_key.public());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(Service::from_state(state).run(
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(2),
-    ));
+    let server = gridmesh_e2e::Api::start(state).await;
+    let api = server.url.clone();
 
     let key = KeyPair::from_seed([5; 32]);
     let e = gridmesh_agent::enroll::enroll(&api, &token, homes, &key, "garage pi").await.unwrap();
@@ -61,8 +52,7 @@ async fn the_device_key_is_enrolled_for_the_site(pool: PgPool) {
     let unreachable =
         gridmesh_agent::enroll::enroll("http://127.0.0.1:9", &token, homes, &key, "x").await.unwrap_err();
     assert!(unreachable.to_string().contains("cannot reach"), "{unreachable:#}");
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 /// The owner asks for a code; a new agent on a SunSpec device, configured with nothing but the
@@ -81,16 +71,8 @@ async fn a_code_enrols_a_new_agent_whose_readings_are_stored(pool: PgPool) {
     let server_key = KeyPair::from_seed([7; 32]);
     state.server_key = Some(server_key.public());
     state.agent_broker_url = Some(link.to_string());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(Service::from_state(state).run(
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(2),
-    ));
+    let server = gridmesh_e2e::Api::start(state).await;
+    let api = server.url.clone();
 
     // The owner asks for a code.
     let http = reqwest::Client::new();
@@ -159,17 +141,9 @@ async fn a_code_enrols_a_new_agent_whose_readings_are_stored(pool: PgPool) {
     assert!(again.to_string().contains("used already"), "{again:#}");
 
     // The agent runs with the written configuration; ingest stores its readings.
-    let mut ingest = gridmesh_ingest::worker::IngestConfig::new(
-        gridmesh_ingest::worker::BrokerAddr::plain("127.0.0.1", broker.port),
-        "code-test-ingest".into(),
-        server_key.clone(),
-    );
-    ingest.share_group = None;
+    let ingest =
+        gridmesh_e2e::Ingest::start(pool.clone(), broker.port, "code-test-ingest", server_key.clone());
     let (halt, halted) = tokio::sync::watch::channel(false);
-    let mut ingest_halt = halted.clone();
-    let ingest = tokio::spawn(gridmesh_ingest::worker::run(pool.clone(), ingest, async move {
-        let _ = ingest_halt.wait_for(|s| *s).await;
-    }));
     let agent = tokio::spawn(gridmesh_agent::run::run(cfg, key, halted));
     let started = std::time::Instant::now();
     let stored = loop {
@@ -190,10 +164,9 @@ async fn a_code_enrols_a_new_agent_whose_readings_are_stored(pool: PgPool) {
 
     let _ = halt.send(true);
     agent.await.unwrap().unwrap();
-    ingest.await.unwrap().unwrap();
+    ingest.stop().await;
     drop(running);
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -14,7 +14,6 @@ use gridmesh_db::NewUser;
 use gridmesh_server::AppState;
 use gridmesh_server::broker::BrokerLink;
 use gridmesh_server::config::MqttUrl;
-use gridmesh_server::serve::Service;
 use gridmesh_sim::device::{Profile, SimDevice};
 use gridmesh_wire::KeyPair;
 use serde_json::{Value, json};
@@ -71,16 +70,8 @@ async fn a_new_home_is_onboarded_and_leaves_again(pool: PgPool) {
     let server_key = KeyPair::from_seed([50; 32]);
     state.server_key = Some(server_key.public());
     state.agent_broker_url = Some(link.to_string());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(Service::from_state(state).run(
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(2),
-    ));
+    let server = gridmesh_e2e::Api::start(state).await;
+    let api = server.url.clone();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let utility = token(&pool, "grid co", Role::Utility).await;
     let owner = token(&pool, "ada", Role::Prosumer).await;
@@ -157,18 +148,8 @@ async fn a_new_home_is_onboarded_and_leaves_again(pool: PgPool) {
         gridmesh_agent::enroll::enroll_with_code(&api, &code, &first_key, "garage pi").await.unwrap();
     let cfg = gridmesh_agent::config::write_enrolment(&cfg_path, &enrolled).unwrap();
 
-    let mut ingest = gridmesh_ingest::worker::IngestConfig::new(
-        gridmesh_ingest::worker::BrokerAddr::plain("127.0.0.1", broker.port),
-        "onboarding-ingest".into(),
-        server_key.clone(),
-    );
-    ingest.share_group = None;
-    ingest.cache_ttl = Duration::from_millis(200);
-    let (halt_ingest, ingest_halted) = tokio::sync::watch::channel(false);
-    let mut halted = ingest_halted.clone();
-    let ingest = tokio::spawn(gridmesh_ingest::worker::run(pool.clone(), ingest, async move {
-        let _ = halted.wait_for(|s| *s).await;
-    }));
+    let ingest =
+        gridmesh_e2e::Ingest::start(pool.clone(), broker.port, "onboarding-ingest", server_key.clone());
     let (halt_agent, agent_halted) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(gridmesh_agent::run::run(cfg.clone(), first_key.clone(), agent_halted));
     let (agent_id, seq) =
@@ -220,10 +201,8 @@ async fn a_new_home_is_onboarded_and_leaves_again(pool: PgPool) {
 
     let _ = halt_agent.send(true);
     agent.await.unwrap().unwrap();
-    let _ = halt_ingest.send(true);
-    ingest.await.unwrap().unwrap();
+    ingest.stop().await;
     drop(running);
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
