@@ -182,11 +182,33 @@ pub async fn decommissioned_at(pool: &Pool, id: SiteId) -> Result<Option<DateTim
         .flatten())
 }
 
-/// Changes a site's name and ratings (its owner and feeder stay).
+/// Changes a site's name and ratings (its owner and feeder stay), keeping the ratings it
+/// replaces in the site's rating history, in one transaction.
 ///
 /// # Errors
 /// [`DbError::Constraint`] naming the check broken.
 pub async fn update_site(pool: &Pool, site: &Site) -> Result<(), DbError> {
+    let mut tx = pool.begin().await?;
+    // The ratings valid until now, kept for readings measured before the change.
+    sqlx::query(
+        "INSERT INTO site_rating_history (site_id, valid_until, rated_pv_w, battery_capacity_wh,
+             battery_max_charge_w, battery_max_discharge_w, grid_import_limit_w, grid_export_limit_w)
+         SELECT id, clock_timestamp(), rated_pv_w, battery_capacity_wh, battery_max_charge_w,
+             battery_max_discharge_w, grid_import_limit_w, grid_export_limit_w
+         FROM sites WHERE id = $1
+           AND (rated_pv_w, battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
+                grid_import_limit_w, grid_export_limit_w)
+               IS DISTINCT FROM ($2, $3, $4, $5, $6, $7)",
+    )
+    .bind(site.id.0)
+    .bind(site.rated_pv.get())
+    .bind(site.battery.map(|b| b.capacity.get()))
+    .bind(site.battery.map(|b| b.max_charge.get()))
+    .bind(site.battery.map(|b| b.max_discharge.get()))
+    .bind(site.grid.import_limit.get())
+    .bind(site.grid.export_limit.get())
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "UPDATE sites SET name = $2, latitude = $3, longitude = $4, rated_pv_w = $5, battery_capacity_wh = $6,
              battery_max_charge_w = $7, battery_max_discharge_w = $8, grid_import_limit_w = $9,
@@ -203,9 +225,43 @@ pub async fn update_site(pool: &Pool, site: &Site) -> Result<(), DbError> {
     .bind(site.battery.map(|b| b.max_discharge.get()))
     .bind(site.grid.import_limit.get())
     .bind(site.grid.export_limit.get())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
+}
+
+type RatingRow = (DateTime<Utc>, i64, Option<i64>, Option<i64>, Option<i64>, i64, i64);
+
+/// A site's earlier ratings, oldest first: each the site as it was rated until `valid_until`
+/// (name, place and feeder as today).
+///
+/// # Errors
+/// Database errors.
+pub async fn rating_history(pool: &Pool, current: &Site) -> Result<Vec<(DateTime<Utc>, Site)>, DbError> {
+    let rows: Vec<RatingRow> = sqlx::query_as(
+        "SELECT valid_until, rated_pv_w, battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
+             grid_import_limit_w, grid_export_limit_w
+         FROM site_rating_history WHERE site_id = $1 ORDER BY valid_until",
+    )
+    .bind(current.id.0)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(until, pv, cap, ch, dis, imp, exp)| {
+            let battery = match (cap, ch, dis) {
+                (Some(c), Some(ch), Some(dis)) => Some(BatterySpec {
+                    capacity: WattHours(c),
+                    max_charge: Watts(ch),
+                    max_discharge: Watts(dis),
+                }),
+                _ => None,
+            };
+            let grid = GridConnection { import_limit: Watts(imp), export_limit: Watts(exp) };
+            (until, Site { rated_pv: Watts(pv), battery, grid, ..current.clone() })
+        })
+        .collect())
 }
 
 /// What decommissioning did.

@@ -39,7 +39,7 @@ pub use grid::{get_site, insert_grid_node, insert_site, list_sites, load_topolog
 pub use grid_file::{homes_import_by_feeder, import_grid, stored_grid};
 pub use homes::{
     Decommissioned, Registration, assign_home, decommission_site, decommissioned_at, pending_home,
-    pending_homes, register_home, update_site,
+    pending_homes, rating_history, register_home, update_site,
 };
 pub use ingest::{CommitReport, IngestRow, commit_ingest};
 pub use market::{

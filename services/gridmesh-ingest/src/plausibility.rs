@@ -49,6 +49,14 @@ impl Rules {
     }
 }
 
+/// The ratings valid at `at`: the first of the site's `earlier` ratings (oldest first, each
+/// valid until its time) still valid then, else the `current` ones. A late reading is judged as
+/// the home was rated when it was measured.
+#[must_use]
+pub fn rated_at<'a>(current: &'a Site, earlier: &'a [(Timestamp, Site)], at: Timestamp) -> &'a Site {
+    earlier.iter().find(|(until, _)| at < *until).map_or(current, |(_, s)| s)
+}
+
 /// Flags for one reading of the site, given the agent's previous reading (by sequence
 /// number) and when the reading was received.
 #[must_use]
@@ -211,6 +219,22 @@ mod tests {
     #[test]
     fn a_normal_reading_has_no_flags() {
         assert_eq!(flags(&reading(), Some(&reading())), ReadingFlags::NONE);
+    }
+
+    #[test]
+    fn a_reading_is_judged_by_the_ratings_valid_when_it_was_measured() {
+        // The PV rating went from 8 kW down to 4 kW at 12:00: 7 kW at 11:00 was plausible then.
+        let now = profile();
+        let current = Site { rated_pv: Watts(4_000), ..now.clone() };
+        let earlier = vec![(at("2026-06-21T12:00:00Z"), now)];
+        let before = Reading { pv_power: Some(Watts(7_000)), grid_power: Some(Watts(0)), ..reading() };
+        let after = Reading { at: at("2026-06-21T12:30:00Z"), ..before };
+        let judge = |r: &Reading| check(rated_at(&current, &earlier, r.at), None, r, r.at, &Rules::default());
+        assert!(judge(&before).is_empty());
+        assert_eq!(judge(&after), ReadingFlags::OVER_RATED);
+        // Exactly at the change the new ratings apply; without history the current ones do.
+        assert_eq!(rated_at(&current, &earlier, at("2026-06-21T12:00:00Z")).rated_pv, Watts(4_000));
+        assert_eq!(rated_at(&current, &[], before.at).rated_pv, Watts(4_000));
     }
 
     #[test]

@@ -250,12 +250,16 @@ impl Drop for LinkDown {
     }
 }
 
+/// A site's ratings now and before.
+type Profile = (Site, Vec<(chrono::DateTime<Utc>, Site)>);
+
 struct Writer {
     pool: Pool,
     client: AsyncClient,
     config: IngestConfig,
     keys: HashMap<PublicKey, Cached<Option<AgentKey>>>,
-    profiles: HashMap<SiteId, Cached<Option<Site>>>,
+    /// Each site's current ratings and its earlier ones (oldest first, each valid until its time).
+    profiles: HashMap<SiteId, Cached<Option<Profile>>>,
     previous: HashMap<AgentId, (u64, Reading)>,
     log: RateLimitedLog,
 }
@@ -376,23 +380,27 @@ impl Writer {
         Ok(value)
     }
 
-    async fn profile(&mut self, site: SiteId) -> Option<Site> {
+    async fn profile(&mut self, site: SiteId) -> Option<Profile> {
         if let Some(c) = self.profiles.get(&site)
             && c.at.elapsed() < self.config.cache_ttl
         {
             return c.value.clone();
         }
         // Waits for the database rather than storing readings unchecked.
-        let stored = loop {
-            match gridmesh_db::get_site(&self.pool, site).await {
-                Ok(s) => break s,
+        let value = loop {
+            let loaded = match gridmesh_db::get_site(&self.pool, site).await {
+                Ok(Some(s)) => gridmesh_db::rating_history(&self.pool, &s).await.map(|h| Some((s, h))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match loaded {
+                Ok(v) => break v,
                 Err(e) => {
                     self.log.warn("profile_lookup_failed", "", &e.to_string());
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         };
-        let value = stored;
         self.profiles.insert(site, Cached { value: value.clone(), at: Instant::now() });
         value
     }
@@ -422,8 +430,9 @@ impl Writer {
             let mut flags = Vec::with_capacity(batch.readings.len());
             for (seq, r) in batch.sequenced() {
                 let before = prev.filter(|(s, _)| *s < seq).map(|(_, r)| r);
-                let f = profile.as_ref().map_or(ReadingFlags::NONE, |p| {
-                    plausibility::check(p, before.as_ref(), r, incoming.received, &self.config.rules)
+                let f = profile.as_ref().map_or(ReadingFlags::NONE, |(current, earlier)| {
+                    let rated = plausibility::rated_at(current, earlier, r.at);
+                    plausibility::check(rated, before.as_ref(), r, incoming.received, &self.config.rules)
                 });
                 flags.push(f);
                 if prev.is_none_or(|(s, _)| seq > s) {

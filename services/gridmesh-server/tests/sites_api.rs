@@ -201,6 +201,16 @@ async fn a_home_is_registered_assigned_edited_and_decommissioned(pool: PgPool) {
         api.call(Method::PATCH, &one, &ada, Some(json!({ "rated_pv_w": 8000, "battery": null }))).await;
     assert_eq!(status, 200, "{edited}");
     assert!(edited["battery"].is_null() && edited["rated_pv_w"] == 8000, "{edited}");
+    // The ratings it replaced are kept for readings measured before; a new name changes none.
+    let current = gridmesh_db::get_site(&pool, site_id).await.unwrap().unwrap();
+    let history = gridmesh_db::rating_history(&pool, &current).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].1.rated_pv, history[0].1.battery.map(|b| b.capacity)),
+        (Watts(6_000), Some(gridmesh_core::WattHours(10_000)))
+    );
+    assert_eq!(api.call(Method::PATCH, &one, &ada, Some(json!({ "name": "Ada's home" }))).await.0, 200);
+    assert_eq!(gridmesh_db::rating_history(&pool, &current).await.unwrap().len(), 1);
     assert_eq!(api.call(Method::PATCH, &one, &bob, Some(json!({ "name": "mine" }))).await.0, 404);
     let (status, bad) = api
         .call(
