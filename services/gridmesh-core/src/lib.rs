@@ -35,7 +35,7 @@ pub use role::{Role, UnknownRole};
 pub use setpoint::{Setpoint, SetpointError, SetpointLimits};
 pub use site::{BatterySpec, GeoPoint, GridConnection, Site, SiteError};
 pub use summary::{Counters, PeriodSummary, Point, summarize};
-pub use topology::{GridNode, GridNodeKind, Topology, TopologyError};
+pub use topology::{GridNode, GridNodeKind, LimitWindow, Topology, TopologyError};
 pub use units::{MinorUnits, WattHours, Watts};
 
 /// A point in time. gridmesh keeps all time in UTC; local time exists only at the edges

@@ -50,6 +50,30 @@ pub struct GridNode {
     pub export_limit: Watts,
 }
 
+/// A node's limits for a while (a seasonal limit, a temporary outage limit), replacing its own
+/// import limit, export limit or both from `from` until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitWindow {
+    /// The node.
+    pub node: GridNodeId,
+    /// Start (inclusive).
+    pub from: crate::Timestamp,
+    /// End (exclusive).
+    pub until: crate::Timestamp,
+    /// The import limit meanwhile; `None` keeps the node's own.
+    pub import_limit: Option<Watts>,
+    /// The export limit meanwhile; `None` keeps the node's own.
+    pub export_limit: Option<Watts>,
+}
+
+impl LimitWindow {
+    /// Whether it is in force at `at`.
+    #[must_use]
+    pub fn covers(&self, at: crate::Timestamp) -> bool {
+        self.from <= at && at < self.until
+    }
+}
+
 /// Why a topology description was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TopologyError {
@@ -200,6 +224,22 @@ impl Topology {
         self.sites_on.get(&id).map_or(&[], Vec::as_slice)
     }
 
+    /// The same tree with the limits in force at `at`: each node's own, replaced by a window
+    /// covering `at` (the one starting last, when several do).
+    #[must_use]
+    pub fn with_limits_at(&self, windows: &[LimitWindow], at: crate::Timestamp) -> Self {
+        let mut out = self.clone();
+        for node in out.nodes.values_mut() {
+            if let Some(w) =
+                windows.iter().filter(|w| w.node == node.id && w.covers(at)).max_by_key(|w| w.from)
+            {
+                node.import_limit = w.import_limit.unwrap_or(node.import_limit);
+                node.export_limit = w.export_limit.unwrap_or(node.export_limit);
+            }
+        }
+        out
+    }
+
     /// The feeder a site is attached to.
     #[must_use]
     pub fn feeder_of(&self, site: SiteId) -> Option<GridNodeId> {
@@ -271,6 +311,46 @@ mod tests {
             node(4, GridNodeKind::Transformer, Some(3)),
             node(5, GridNodeKind::Feeder, Some(4)),
         ]
+    }
+
+    #[test]
+    fn a_limit_window_replaces_a_nodes_limits_while_it_is_in_force() {
+        let feeder = GridNodeId::from_bytes([7; 16]);
+        let node = GridNode {
+            id: feeder,
+            kind: GridNodeKind::Feeder,
+            parent: None,
+            name: "f".into(),
+            import_limit: Watts(150_000),
+            export_limit: Watts(100_000),
+        };
+        let t = Topology::new(vec![node], []).unwrap();
+        let at = |s: &str| s.parse::<crate::Timestamp>().unwrap();
+        let windows = [
+            LimitWindow {
+                node: feeder,
+                from: at("2026-12-01T10:00:00Z"),
+                until: at("2026-12-01T12:00:00Z"),
+                import_limit: Some(Watts(20_000)),
+                export_limit: None,
+            },
+            LimitWindow {
+                node: feeder,
+                from: at("2026-12-01T11:00:00Z"),
+                until: at("2026-12-01T11:30:00Z"),
+                import_limit: Some(Watts(5_000)),
+                export_limit: Some(Watts(0)),
+            },
+        ];
+        let limits = |s: &str| {
+            let n = t.with_limits_at(&windows, at(s));
+            let n = n.node(feeder).unwrap();
+            (n.import_limit.get(), n.export_limit.get())
+        };
+        assert_eq!(limits("2026-12-01T09:59:59Z"), (150_000, 100_000));
+        assert_eq!(limits("2026-12-01T10:00:00Z"), (20_000, 100_000));
+        assert_eq!(limits("2026-12-01T11:10:00Z"), (5_000, 0), "the window starting last wins");
+        assert_eq!(limits("2026-12-01T12:00:00Z"), (150_000, 100_000), "a window ends before its until");
     }
 
     #[test]

@@ -179,14 +179,17 @@ pub async fn utility_requests_changed_at(pool: &Pool) -> Result<Option<Timestamp
     Ok(at)
 }
 
-/// How many grid nodes and sites there are: the dispatch loop plans again when this changes
-/// (homes enrolled after the last plan would otherwise wait for the next step).
+/// How many grid nodes and active (not decommissioned) sites there are: the dispatch loop plans
+/// again when this changes (homes enrolled after the last plan would otherwise wait for the
+/// next step).
 ///
 /// # Errors
 /// Database errors.
 pub async fn grid_size(pool: &Pool) -> Result<(i64, i64), DbError> {
     let size: (i64, i64) =
-        sqlx::query_as("SELECT (SELECT count(*) FROM grid_nodes), (SELECT count(*) FROM sites)")
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM grid_nodes), (SELECT count(*) FROM sites WHERE decommissioned_at IS NULL)",
+        )
             .fetch_one(pool)
             .await?;
     Ok(size)

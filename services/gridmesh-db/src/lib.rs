@@ -15,6 +15,7 @@ mod grid;
 mod grid_file;
 mod homes;
 mod ingest;
+mod limits;
 mod market;
 mod pool;
 mod provision;
@@ -42,6 +43,9 @@ pub use homes::{
     pending_homes, rating_history, register_home, update_site,
 };
 pub use ingest::{CommitReport, IngestRow, commit_ingest};
+pub use limits::{
+    StoredLimitWindow, add_limit_window, limit_windows_between, limit_windows_version, remove_limit_window,
+};
 pub use market::{
     ClearingSummary, Commitment, DepthLevel, NewOrder, OrderFilter, OrderStatus, StoredOrder, StoredStrategy,
     StoredTrade, TradeFilter, ZonePrice, book_depth, cancel_order, clear_period, clearing_result,

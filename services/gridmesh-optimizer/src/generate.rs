@@ -66,8 +66,13 @@ pub fn neighbourhood(seed: u64, sites: usize, feeders: usize) -> Instance {
     };
     let limit = |peak: f64, share: f64| (peak > 0.0).then(|| round1(share * peak));
 
-    let mut nodes =
-        vec![GridNode { id: "area".into(), parent: None, import_limit_kw: None, export_limit_kw: None }];
+    let mut nodes = vec![GridNode {
+        id: "area".into(),
+        parent: None,
+        import_limit_kw: None,
+        export_limit_kw: None,
+        limit_windows: Vec::new(),
+    }];
     let mut area_net = vec![0.0; steps];
     for tr in 0..transformers {
         let mut net = vec![0.0; steps];
@@ -83,6 +88,7 @@ pub fn neighbourhood(seed: u64, sites: usize, feeders: usize) -> Instance {
             parent: Some("area".into()),
             import_limit_kw: limit(imp, 0.85),
             export_limit_kw: limit(exp, 0.85),
+            limit_windows: Vec::new(),
         });
     }
     for (f, net) in feeder_net.iter().enumerate() {
@@ -92,6 +98,7 @@ pub fn neighbourhood(seed: u64, sites: usize, feeders: usize) -> Instance {
             parent: Some(format!("t{}", f / FEEDERS_PER_TRANSFORMER)),
             import_limit_kw: limit(imp, 0.6),
             export_limit_kw: limit(exp, 0.55),
+            limit_windows: Vec::new(),
         });
     }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::DateTime;
 use gridmesh_core::forecast::{Baseline, Forecaster, PastPeriod};
 use gridmesh_core::{
-    CommandId, GridNodeId, Period, Reading, Setpoint, Site, SiteId, Timestamp, Topology, Watts,
+    CommandId, GridNodeId, LimitWindow, Period, Reading, Setpoint, Site, SiteId, Timestamp, Topology, Watts,
 };
 
 use crate::{Battery, Instance, Plan, RequestKind, Tariff};
@@ -142,6 +142,8 @@ pub struct Inputs {
     pub sites: Vec<SiteState>,
     /// Requests in force in the horizon.
     pub requests: Vec<FlexRequest>,
+    /// Limit windows (seasonal, outage) overlapping the horizon.
+    pub limit_windows: Vec<LimitWindow>,
 }
 
 /// A reading this recent is the first step's forecast (persistence beats a profile for the
@@ -158,6 +160,30 @@ pub fn build_instance(inputs: &Inputs, settings: &PlanSettings) -> Instance {
     let steps = settings.steps;
     let hours = settings.step_hours();
     let step_at = |t: usize| inputs.start + settings.step * i32::try_from(t).unwrap_or(i32::MAX);
+    let step_of = |t: Timestamp| -> usize {
+        let ms = (t - inputs.start).num_milliseconds().max(0);
+        let step_ms = settings.step.num_milliseconds().max(1);
+        usize::try_from(ms / step_ms).unwrap_or(usize::MAX).min(steps)
+    };
+    // A window covers the steps it overlaps; the one starting last wins where they meet.
+    let mut windows: Vec<&LimitWindow> = inputs.limit_windows.iter().collect();
+    windows.sort_by_key(|w| w.from);
+    let step_limits = |node: GridNodeId| -> Vec<crate::StepLimits> {
+        windows
+            .iter()
+            .filter(|w| w.node == node)
+            .filter_map(|w| {
+                let from = step_of(w.from);
+                let to = step_of(w.until - chrono::Duration::milliseconds(1)) + 1;
+                (w.until > inputs.start && from < to.min(steps)).then(|| crate::StepLimits {
+                    from_step: from,
+                    to_step: to.min(steps),
+                    import_limit_kw: w.import_limit.map(|l| kw(l.get())),
+                    export_limit_kw: w.export_limit.map(|l| kw(l.get())),
+                })
+            })
+            .collect()
+    };
     let nodes = inputs
         .topology
         .top_down()
@@ -168,6 +194,7 @@ pub fn build_instance(inputs: &Inputs, settings: &PlanSettings) -> Instance {
             parent: n.parent.map(|p| p.0.to_string()),
             import_limit_kw: Some(kw(n.import_limit.get())),
             export_limit_kw: Some(kw(n.export_limit.get())),
+            limit_windows: step_limits(n.id),
         })
         .collect();
     let sites = inputs
@@ -234,11 +261,6 @@ pub fn build_instance(inputs: &Inputs, settings: &PlanSettings) -> Instance {
         })
         .collect();
     let end = step_at(steps);
-    let step_of = |t: Timestamp| -> usize {
-        let ms = (t - inputs.start).num_milliseconds().max(0);
-        let step_ms = settings.step.num_milliseconds().max(1);
-        usize::try_from(ms / step_ms).unwrap_or(usize::MAX).min(steps)
-    };
     let requests = inputs
         .requests
         .iter()
@@ -378,7 +400,7 @@ mod tests {
         let state =
             SiteState { site, history: Vec::new(), latest: Some(latest), commitments: BTreeMap::new() };
         let start = step_start(now, settings.step);
-        (Inputs { start, now, topology, sites: vec![state], requests }, settings)
+        (Inputs { start, now, topology, sites: vec![state], requests, limit_windows: Vec::new() }, settings)
     }
 
     #[test]
@@ -426,6 +448,35 @@ mod tests {
         assert_eq!((r.from_step, r.to_step, r.kw), (1, 4, 2.5));
         assert!((r.price_per_kw - 100.0).abs() < 1e-9, "400 per kWh over a quarter hour");
         assert_eq!(inst.nodes[0].import_limit_kw, Some(30.0));
+    }
+
+    #[test]
+    fn a_limit_window_replaces_the_node_limit_for_the_steps_it_covers() {
+        let now = at("2026-12-01T10:07:00Z");
+        let (mut inputs, settings) = inputs(now, Vec::new());
+        let feeder = gridmesh_core::GridNodeId::from_bytes([1; 16]);
+        // An outage limit of 5 kW from 10:20 to 10:40: steps from 10:15 and 10:30 (1 and 2).
+        inputs.limit_windows = vec![LimitWindow {
+            node: feeder,
+            from: at("2026-12-01T10:20:00Z"),
+            until: at("2026-12-01T10:40:00Z"),
+            import_limit: Some(Watts(5_000)),
+            export_limit: None,
+        }];
+        let inst = build_instance(&inputs, &settings);
+        inst.validate().unwrap();
+        let node = &inst.nodes[0];
+        let imports: Vec<Option<f64>> = (0..4).map(|t| node.import_limit_at(t)).collect();
+        assert_eq!(imports, [Some(30.0), Some(5.0), Some(5.0), Some(30.0)]);
+        assert_eq!(node.export_limit_at(1), Some(20.0), "the export limit stays the node's own");
+        // The plan keeps the feeder under the window's limit where its load allows.
+        let plan = crate::ipm::solve(&inst, &crate::ipm::IpmOptions::default()).unwrap();
+        let feeder_plan = &plan.nodes[0];
+        assert!(feeder_plan.binding[1].is_some() || plan.sites[0].import_kw[1] <= 5.0 + 1e-3, "{plan:?}");
+        // A window outside the horizon changes nothing.
+        inputs.limit_windows[0].from = at("2026-12-03T00:00:00Z");
+        inputs.limit_windows[0].until = at("2026-12-03T01:00:00Z");
+        assert!(build_instance(&inputs, &settings).nodes[0].limit_windows.is_empty());
     }
 
     #[test]

@@ -52,6 +52,52 @@ pub struct GridNode {
     /// Highest net export of the subtree, kW (a positive number); `None` = unlimited.
     #[serde(default)]
     pub export_limit_kw: Option<f64>,
+    /// Limits for some steps (a seasonal or outage limit), replacing the node's own there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limit_windows: Vec<StepLimits>,
+}
+
+/// A node's limits from step `from_step` to step `to_step` (exclusive); a limit left `None`
+/// keeps the node's own. When windows overlap, the last one listed wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepLimits {
+    /// First step.
+    pub from_step: usize,
+    /// Step after the last.
+    pub to_step: usize,
+    /// Import limit meanwhile, kW.
+    #[serde(default)]
+    pub import_limit_kw: Option<f64>,
+    /// Export limit meanwhile, kW.
+    #[serde(default)]
+    pub export_limit_kw: Option<f64>,
+}
+
+impl GridNode {
+    fn window_at(&self, t: usize) -> Option<&StepLimits> {
+        self.limit_windows.iter().rev().find(|w| w.from_step <= t && t < w.to_step)
+    }
+
+    /// The import limit in force at step `t`.
+    #[must_use]
+    pub fn import_limit_at(&self, t: usize) -> Option<f64> {
+        self.window_at(t).and_then(|w| w.import_limit_kw).or(self.import_limit_kw)
+    }
+
+    /// The export limit in force at step `t`.
+    #[must_use]
+    pub fn export_limit_at(&self, t: usize) -> Option<f64> {
+        self.window_at(t).and_then(|w| w.export_limit_kw).or(self.export_limit_kw)
+    }
+
+    /// Whether any step has a limit.
+    #[must_use]
+    pub fn has_limits(&self) -> bool {
+        self.import_limit_kw.is_some()
+            || self.export_limit_kw.is_some()
+            || self.limit_windows.iter().any(|w| w.import_limit_kw.is_some() || w.export_limit_kw.is_some())
+    }
 }
 
 /// A household: forecasts, grid connection and an optional battery.
@@ -424,6 +470,25 @@ impl Instance {
             if let Some(v) = n.export_limit_kw {
                 non_negative(v, || format!("nodes[{:?}].export_limit_kw", n.id))?;
             }
+            for (i, w) in n.limit_windows.iter().enumerate() {
+                let field = |f: &str| format!("nodes[{:?}].limit_windows[{i}].{f}", n.id);
+                if w.from_step >= w.to_step || w.to_step > self.steps {
+                    return Err(InstanceError::BadHorizon(format!(
+                        "{}: steps {}..{} must be a non-empty range within the {} steps",
+                        field("from_step"),
+                        w.from_step,
+                        w.to_step,
+                        self.steps
+                    )));
+                }
+                for (name, v) in
+                    [("import_limit_kw", w.import_limit_kw), ("export_limit_kw", w.export_limit_kw)]
+                {
+                    if let Some(v) = v {
+                        non_negative(v, || field(name))?;
+                    }
+                }
+            }
         }
         let parent: HashMap<&str, Option<&str>> =
             self.nodes.iter().map(|n| (n.id.as_str(), n.parent.as_deref())).collect();
@@ -493,6 +558,17 @@ impl Instance {
             h.opt_str(n.parent.as_deref());
             h.opt_f64(n.import_limit_kw);
             h.opt_f64(n.export_limit_kw);
+            // Only when present, so instances without windows keep the hashes they had.
+            if !n.limit_windows.is_empty() {
+                h.bytes(b"limit_windows");
+                h.len(n.limit_windows.len());
+                for w in &n.limit_windows {
+                    h.len(w.from_step);
+                    h.len(w.to_step);
+                    h.opt_f64(w.import_limit_kw);
+                    h.opt_f64(w.export_limit_kw);
+                }
+            }
         }
         h.len(self.sites.len());
         for s in &self.sites {

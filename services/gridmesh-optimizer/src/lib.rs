@@ -32,7 +32,7 @@ pub mod reference;
 pub mod single;
 
 pub use instance::{
-    Battery, GridNode, Instance, InstanceError, MAX_STEPS, Penalties, RequestKind, Site, Tariff,
+    Battery, GridNode, Instance, InstanceError, MAX_STEPS, Penalties, RequestKind, Site, StepLimits, Tariff,
     UtilityRequest,
 };
 pub use plan::{

@@ -425,7 +425,7 @@ pub(crate) fn assemble(inst: &Instance, d: Decisions, stats: SolverStats) -> Pla
         let mut binding = vec![None; steps];
         for t in 0..steps {
             let f = flows[k][t];
-            if let Some(l) = node.import_limit_kw {
+            if let Some(l) = node.import_limit_at(t) {
                 let over = f - l;
                 if over > -REPORT_TOLERANCE_KW {
                     binding[t] = Some(Binding::Import);
@@ -442,7 +442,7 @@ pub(crate) fn assemble(inst: &Instance, d: Decisions, stats: SolverStats) -> Pla
                     }
                 }
             }
-            if let Some(l) = node.export_limit_kw {
+            if let Some(l) = node.export_limit_at(t) {
                 let over = -f - l;
                 if over > -REPORT_TOLERANCE_KW {
                     binding[t] = Some(Binding::Export);
@@ -580,9 +580,11 @@ impl Plan {
                     continue;
                 }
                 any = true;
+                // The limit at the first binding step (a window may change it).
+                let first = steps[0];
                 let limit = match side {
-                    Binding::Import => inst.nodes[k].import_limit_kw,
-                    Binding::Export => inst.nodes[k].export_limit_kw,
+                    Binding::Import => inst.nodes[k].import_limit_at(first),
+                    Binding::Export => inst.nodes[k].export_limit_at(first),
                 }
                 .unwrap_or(f64::NAN);
                 let prices: Vec<f64> = steps.iter().map(|&t| n.shadow_price[t]).collect();

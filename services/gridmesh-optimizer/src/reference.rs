@@ -222,7 +222,7 @@ pub fn solve_with(inst: &Instance, opts: &ReferenceOptions) -> Result<Plan, Opti
     let mut priced_rows: Vec<(usize, usize, usize)> = Vec::new();
     for (k, node) in inst.nodes.iter().enumerate() {
         for t in 0..steps {
-            if let Some(limit) = node.import_limit_kw {
+            if let Some(limit) = node.import_limit_at(t) {
                 let v = vars.add(variable().min(0.0));
                 objective.add_mul(dt * pen.node_violation_per_kwh, v);
                 let mut e = net(&subtree[k], t);
@@ -230,7 +230,7 @@ pub fn solve_with(inst: &Instance, opts: &ReferenceOptions) -> Result<Plan, Opti
                 priced_rows.push((k, t, rows.len()));
                 rows.push(e.leq(limit));
             }
-            if let Some(limit) = node.export_limit_kw {
+            if let Some(limit) = node.export_limit_at(t) {
                 let v = vars.add(variable().min(0.0));
                 objective.add_mul(dt * pen.node_violation_per_kwh, v);
                 let mut e = net(&subtree[k], t);

@@ -16,12 +16,19 @@ fn one_battery(load: [f64; 8], f_import_limit: Option<f64>, cap: Option<f64>) ->
         step_minutes: 15,
         steps: 8,
         nodes: vec![
-            GridNode { id: "root".into(), parent: None, import_limit_kw: None, export_limit_kw: None },
+            GridNode {
+                id: "root".into(),
+                parent: None,
+                import_limit_kw: None,
+                export_limit_kw: None,
+                limit_windows: Vec::new(),
+            },
             GridNode {
                 id: "f".into(),
                 parent: Some("root".into()),
                 import_limit_kw: f_import_limit,
                 export_limit_kw: None,
+                limit_windows: Vec::new(),
             },
         ],
         sites: vec![Site {

@@ -38,7 +38,13 @@ fn as_instance(b: &Battery, prices: &[f64]) -> Instance {
     Instance {
         step_minutes: 15,
         steps,
-        nodes: vec![GridNode { id: "n".into(), parent: None, import_limit_kw: None, export_limit_kw: None }],
+        nodes: vec![GridNode {
+            id: "n".into(),
+            parent: None,
+            import_limit_kw: None,
+            export_limit_kw: None,
+            limit_windows: Vec::new(),
+        }],
         sites: vec![Site {
             id: "home".into(),
             node: "n".into(),

@@ -209,6 +209,7 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
             ApiError::invalid("owner", "no such user")
         }
         "grid_nodes_code" => ApiError::Conflict("another grid node has this code".into()),
+        "grid_limit_windows_node_id_fkey" => ApiError::NotFound("grid node".into()),
         "sites_feeder" => {
             ApiError::invalid("feeder", "no such feeder (a site hangs off a feeder, not a transformer)")
         }

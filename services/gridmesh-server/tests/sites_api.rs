@@ -116,6 +116,40 @@ async fn homes_are_listed_by_role_and_grid_nodes_change_within_a_tree(pool: PgPo
     assert_eq!((status, root_now["parent"].is_null()), (200, true), "{root_now}");
     let missing = format!("/v1/grid/nodes/{}", uuid::Uuid::new_v4());
     assert_eq!(api.call(Method::PATCH, &missing, &utility, Some(json!({ "name": "x" }))).await.0, 404);
+    // A limit for a while (an outage): the plan's steps and the market's periods it covers use it.
+    let limits = format!("/v1/grid/nodes/{}/limits", id("F1"));
+    let now = chrono::Utc::now();
+    let window = json!({ "from": now, "until": now + chrono::Duration::hours(2), "import_limit_w": 20_000, "reason": "cable repair" });
+    assert_eq!(api.call(Method::POST, &limits, &bob, Some(window.clone())).await.0, 403);
+    let (status, added) = api.call(Method::POST, &limits, &utility, Some(window)).await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!((added["import_limit_w"].as_i64(), added["export_limit_w"].is_null()), (Some(20_000), true));
+    let (status, bad) = api
+        .call(
+            Method::POST,
+            &limits,
+            &utility,
+            Some(json!({ "from": now, "until": now, "import_limit_w": 1 })),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(bad["detail"].as_str().unwrap().contains("until"), "{bad}");
+    let none = json!({ "from": now, "until": now + chrono::Duration::hours(1) });
+    assert_eq!(api.call(Method::POST, &limits, &utility, Some(none)).await.0, 422);
+    let elsewhere = format!("/v1/grid/nodes/{}/limits", uuid::Uuid::new_v4());
+    let somewhere = json!({ "from": now, "until": now + chrono::Duration::hours(1), "export_limit_w": 0 });
+    assert_eq!(api.call(Method::POST, &elsewhere, &utility, Some(somewhere)).await.0, 404);
+    let (_, listed) = api.call(Method::GET, &limits, &regulator, None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let settings = gridmesh_optimizer::grid::PlanSettings { steps: 8, ..Default::default() };
+    let inputs = gridmesh_server::jobs::dispatch::load_inputs(&pool, &settings, now).await.unwrap();
+    let instance = gridmesh_optimizer::grid::build_instance(&inputs, &settings);
+    let f1 = instance.nodes.iter().find(|n| n.id == id("F1").to_string()).unwrap();
+    assert_eq!(f1.import_limit_at(0), Some(20.0), "the window's 20 kW, not the feeder's 150 kW");
+    let withdraw = format!("/v1/grid/limits/{}", added["id"].as_str().unwrap());
+    assert_eq!(api.call(Method::DELETE, &withdraw, &utility, None).await.0, 204);
+    assert_eq!(api.call(Method::DELETE, &withdraw, &utility, None).await.0, 404);
+
     // The export shows the changes and imports back unchanged.
     let exported = api.get("/v1/grid/export").auth(&operator).await.body;
     assert!(exported.contains("F2,feeder,,\"Feeder 2, east\",90,60"), "{exported}");

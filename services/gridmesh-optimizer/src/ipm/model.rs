@@ -201,7 +201,7 @@ impl Model {
         let area = n_nodes;
         let mut constrained = vec![false; n_nodes + 1];
         for (k, n) in inst.nodes.iter().enumerate() {
-            constrained[k] = n.import_limit_kw.is_some() || n.export_limit_kw.is_some();
+            constrained[k] = n.has_limits();
         }
         let node_index: std::collections::HashMap<&str, usize> =
             inst.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
@@ -289,10 +289,10 @@ impl Model {
                 if k < n_nodes {
                     let n = &inst.nodes[k];
                     let w = dt * pen.node_violation_per_kwh;
-                    if let Some(l) = n.import_limit_kw {
+                    if let Some(l) = n.import_limit_at(t) {
                         f.hinge(l, w);
                     }
-                    if let Some(l) = n.export_limit_kw {
+                    if let Some(l) = n.export_limit_at(t) {
                         // max(-l - F, 0) = (-l - F) + max(F + l, 0)
                         f.a -= w;
                         f.k -= w * l;

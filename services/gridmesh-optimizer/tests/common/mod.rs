@@ -55,6 +55,7 @@ pub fn random_instance(seed: u64, sites: usize, nodes: usize, steps: usize, extr
             parent,
             import_limit_kw: limit(&mut r),
             export_limit_kw: limit(&mut r),
+            limit_windows: Vec::new(),
         });
     }
     let mut site_list = Vec::new();

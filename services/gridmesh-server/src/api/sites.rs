@@ -437,3 +437,123 @@ pub async fn decommission(
         orders_cancelled: done.orders_cancelled,
     }))
 }
+
+/// Body of `POST /v1/grid/nodes/{id}/limits`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowIn {
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    import_limit_w: Option<i64>,
+    export_limit_w: Option<i64>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A limit window as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct WindowOut {
+    id: uuid::Uuid,
+    node: GridNodeId,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    import_limit_w: Option<i64>,
+    export_limit_w: Option<i64>,
+    reason: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<gridmesh_db::StoredLimitWindow> for WindowOut {
+    fn from(w: gridmesh_db::StoredLimitWindow) -> Self {
+        Self {
+            id: w.id,
+            node: w.window.node,
+            from: w.window.from,
+            until: w.window.until,
+            import_limit_w: w.window.import_limit.map(Watts::get),
+            export_limit_w: w.window.export_limit.map(Watts::get),
+            reason: w.reason,
+            created_at: w.created_at,
+        }
+    }
+}
+
+/// `POST /v1/grid/nodes/{id}/limits` (utility, operator): the node's limits for a while (a
+/// seasonal limit, an outage), replacing its own there; the plan and the market use them for
+/// the steps and periods they cover.
+pub async fn add_window(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<GridNodeId>,
+    Json(body): Json<WindowIn>,
+) -> Result<(StatusCode, Json<WindowOut>), ApiError> {
+    let me = caller.require(GRID_WRITERS)?;
+    if body.until <= body.from {
+        return Err(ApiError::invalid("until", "must be after from"));
+    }
+    if body.import_limit_w.is_none() && body.export_limit_w.is_none() {
+        return Err(ApiError::invalid("import_limit_w", "give import_limit_w, export_limit_w or both"));
+    }
+    for (field, w) in [("import_limit_w", body.import_limit_w), ("export_limit_w", body.export_limit_w)] {
+        if w.is_some_and(|w| w < 0) {
+            return Err(ApiError::invalid(field, "must not be negative"));
+        }
+    }
+    if body.reason.chars().count() > 500 {
+        return Err(ApiError::invalid("reason", "must be at most 500 characters"));
+    }
+    let window = gridmesh_core::LimitWindow {
+        node: id,
+        from: body.from,
+        until: body.until,
+        import_limit: body.import_limit_w.map(Watts),
+        export_limit: body.export_limit_w.map(Watts),
+    };
+    let wid =
+        gridmesh_db::add_limit_window(&state.pool, &window, body.reason.trim(), Some(me.user_id)).await?;
+    tracing::info!(node = %id, window = %wid, from = %body.from, until = %body.until, "limit window added");
+    let stored = gridmesh_db::limit_windows_between(&state.pool, Some(id), body.from, body.until)
+        .await?
+        .into_iter()
+        .find(|w| w.id == wid)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a limit window vanished")))?;
+    Ok((StatusCode::CREATED, Json(stored.into())))
+}
+
+/// Windows of a node.
+#[derive(Debug, Serialize)]
+pub struct WindowsOut {
+    items: Vec<WindowOut>,
+}
+
+/// `GET /v1/grid/nodes/{id}/limits` (utility, operator, regulator): the node's windows in force
+/// now or later.
+pub async fn windows(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<GridNodeId>,
+) -> Result<Json<WindowsOut>, ApiError> {
+    caller.require(&[Role::Utility, Role::Operator, Role::Regulator])?;
+    let now = Utc::now();
+    let items =
+        gridmesh_db::limit_windows_between(&state.pool, Some(id), now, now + chrono::Duration::days(3_650))
+            .await?
+            .into_iter()
+            .map(WindowOut::from)
+            .collect();
+    Ok(Json(WindowsOut { items }))
+}
+
+/// `DELETE /v1/grid/limits/{id}` (utility, operator): withdraws a window.
+pub async fn remove_window(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<uuid::Uuid>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(GRID_WRITERS)?;
+    if gridmesh_db::remove_limit_window(&state.pool, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("limit window".into()))
+    }
+}

@@ -107,13 +107,19 @@ pub async fn load_inputs(pool: &Pool, settings: &PlanSettings, now: Timestamp) -
         states.push(SiteState { site, history, latest: latest.map(|l| l.reading), commitments });
     }
     states.sort_by_key(|s| s.site.id);
+    let limit_windows = gridmesh_db::limit_windows_between(pool, None, start, end)
+        .await
+        .context("loading limit windows")?
+        .into_iter()
+        .map(|w| w.window)
+        .collect();
     let requests = gridmesh_db::utility_requests_between(pool, start, end)
         .await
         .context("loading utility requests")?
         .iter()
         .map(flex_request)
         .collect();
-    Ok(Inputs { start, now, topology, sites: states, requests })
+    Ok(Inputs { start, now, topology, sites: states, requests, limit_windows })
 }
 
 /// A plan made and stored.
@@ -299,11 +305,15 @@ struct LoopState {
     planned_step: Option<Timestamp>,
     published_step: Option<Timestamp>,
     requests_seen: Option<Timestamp>,
-    grid_seen: Option<(i64, i64)>,
+    grid_seen: Option<GridVersion>,
     /// Why the last planning failed, until a plan succeeds: every round until then reports it,
     /// so the job's status shows that the setpoints come from an older plan.
     plan_failure: Option<String>,
 }
+
+/// What tells the loop the grid changed: nodes and active sites counted, and the limit
+/// windows' count and newest.
+type GridVersion = ((i64, i64), (i64, Option<chrono::DateTime<Utc>>));
 
 /// Aborts a task when dropped, so a listener never outlives its job (a job is dropped when its
 /// lease is lost).
@@ -354,7 +364,10 @@ async fn round(ctx: &JobCtx, settings: &DispatchSettings, state: &mut LoopState)
     let step = step_start(now, settings.plan.step);
     let requests_at =
         gridmesh_db::utility_requests_changed_at(pool).await.context("reading utility requests")?;
-    let grid = Some(gridmesh_db::grid_size(pool).await.context("reading the grid")?);
+    let grid = Some((
+        gridmesh_db::grid_size(pool).await.context("reading the grid")?,
+        gridmesh_db::limit_windows_version(pool).await.context("reading the limit windows")?,
+    ));
     let trigger = if requests_at != state.requests_seen && state.planned_step.is_some() {
         Some("request")
     } else if grid != state.grid_seen && state.planned_step.is_some() {

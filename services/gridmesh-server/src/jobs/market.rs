@@ -98,11 +98,20 @@ pub async fn clear_due(
         return Ok(Vec::new());
     }
     let topology = gridmesh_db::load_topology(pool).await?;
-    let network = Network::from_topology(&topology, settings.fees)
-        .map_err(|e| DbError::Invalid { field: "market fees", reason: e.to_string() })?;
+    let (first, last) = (due[0], due[due.len() - 1]);
+    let windows: Vec<gridmesh_core::LimitWindow> =
+        gridmesh_db::limit_windows_between(pool, None, first.start(), last.end())
+            .await?
+            .into_iter()
+            .map(|w| w.window)
+            .collect();
     let mut done = Vec::new();
     for period in due {
         let started = Instant::now();
+        // Zone limits as in force when the period starts (a seasonal or outage window).
+        let network =
+            Network::from_topology(&topology.with_limits_at(&windows, period.start()), settings.fees)
+                .map_err(|e| DbError::Invalid { field: "market fees", reason: e.to_string() })?;
         let clear = |book: &[_]| gridmesh_market::clear_hashed(&network, book, settings.rules);
         match gridmesh_db::clear_period(pool, period, replica, clear).await? {
             Some((summary, _)) => {
