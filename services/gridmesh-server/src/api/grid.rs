@@ -129,6 +129,28 @@ pub struct LocationIo {
     pub(crate) lon: f64,
 }
 
+impl From<LocationIo> for GeoPoint {
+    fn from(l: LocationIo) -> Self {
+        GeoPoint { lat: l.lat, lon: l.lon }
+    }
+}
+
+impl From<BatteryIo> for BatterySpec {
+    fn from(b: BatteryIo) -> Self {
+        BatterySpec {
+            capacity: WattHours(b.capacity_wh),
+            max_charge: Watts(b.max_charge_w),
+            max_discharge: Watts(b.max_discharge_w),
+        }
+    }
+}
+
+impl From<ConnectionIo> for GridConnection {
+    fn from(g: ConnectionIo) -> Self {
+        GridConnection { import_limit: Watts(g.import_limit_w), export_limit: Watts(g.export_limit_w) }
+    }
+}
+
 /// Body of `PUT /v1/sites/{id}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,17 +233,10 @@ pub async fn put_site(
         owner: body.owner,
         feeder: body.feeder,
         name: body.name.trim().to_owned(),
-        location: body.location.map(|l| GeoPoint { lat: l.lat, lon: l.lon }),
+        location: body.location.map(GeoPoint::from),
         rated_pv: Watts(body.rated_pv_w),
-        battery: body.battery.map(|b| BatterySpec {
-            capacity: WattHours(b.capacity_wh),
-            max_charge: Watts(b.max_charge_w),
-            max_discharge: Watts(b.max_discharge_w),
-        }),
-        grid: GridConnection {
-            import_limit: Watts(body.grid.import_limit_w),
-            export_limit: Watts(body.grid.export_limit_w),
-        },
+        battery: body.battery.map(BatterySpec::from),
+        grid: body.grid.into(),
     };
     // Checked here, not left to `insert_site`, so the answer names the body's field.
     site.validate().map_err(|e| site_error(&e))?;

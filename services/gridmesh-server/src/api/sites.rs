@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use gridmesh_core::{
-    BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, Role, Site, SiteId, UserId, WattHours, Watts,
+    BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, Role, Site, SiteId, UserId, Watts,
 };
 use gridmesh_db::Registration;
 use serde::{Deserialize, Serialize};
@@ -276,17 +276,10 @@ pub async fn register(
         owner,
         name: body.name.trim().to_owned(),
         address: body.address.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()),
-        location: body.location.map(|l| GeoPoint { lat: l.lat, lon: l.lon }),
+        location: body.location.map(GeoPoint::from),
         rated_pv: Watts(body.rated_pv_w),
-        battery: body.battery.map(|b| BatterySpec {
-            capacity: WattHours(b.capacity_wh),
-            max_charge: Watts(b.max_charge_w),
-            max_discharge: Watts(b.max_discharge_w),
-        }),
-        grid: GridConnection {
-            import_limit: Watts(body.grid.import_limit_w),
-            export_limit: Watts(body.grid.export_limit_w),
-        },
+        battery: body.battery.map(BatterySpec::from),
+        grid: body.grid.into(),
         created_at: Utc::now(),
     };
     // The site's own checks (names, ratings, location); the feeder is not part of them.
@@ -381,20 +374,13 @@ pub async fn patch_site(
     require_active(&state, id).await?;
     let site = Site {
         name: patch.name.map_or(current.name.clone(), |n| n.trim().to_owned()),
-        location: patch.location.map(|l| GeoPoint { lat: l.lat, lon: l.lon }).or(current.location),
+        location: patch.location.map(GeoPoint::from).or(current.location),
         rated_pv: patch.rated_pv_w.map_or(current.rated_pv, Watts),
         battery: match patch.battery {
-            Some(b) => b.map(|b| BatterySpec {
-                capacity: WattHours(b.capacity_wh),
-                max_charge: Watts(b.max_charge_w),
-                max_discharge: Watts(b.max_discharge_w),
-            }),
+            Some(b) => b.map(BatterySpec::from),
             None => current.battery,
         },
-        grid: patch.grid.map_or(current.grid, |g| GridConnection {
-            import_limit: Watts(g.import_limit_w),
-            export_limit: Watts(g.export_limit_w),
-        }),
+        grid: patch.grid.map_or(current.grid, GridConnection::from),
         ..current
     };
     site.validate().map_err(|e| site_error(&e))?;
