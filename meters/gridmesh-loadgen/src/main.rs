@@ -176,7 +176,8 @@ async fn homes_with_owner(
             provision::set_reward_address(resident, address).await.context("--reward-address")?;
         }
         if !no_trading {
-            let created = provision::enable_trading(resident, &homes).await?;
+            let sites: Vec<_> = homes.iter().map(|h| (h.site, &h.home)).collect();
+            let created = provision::enable_trading(resident, &sites).await?;
             tracing::info!(created, "simulated homes trade through standing market strategies");
         }
         Ok(())
@@ -237,29 +238,43 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Mode::Agents { homes, dir, first_port, batch, no_trading, reward_address } => {
-            let homes = homes_with_owner(
-                &api,
-                &cli.name,
-                homes,
-                centre,
-                Speaker::EdgeAgent,
-                no_trading,
-                reward_address.as_deref(),
-            )
+            // Onboarded as people do it: homes registered by their owner, assigned to the
+            // imported grid's feeders, agents enrolled with one-time codes.
+            let plan = neighbourhood::plan(&cli.name, homes, centre, Speaker::EdgeAgent);
+            let onboarded = provision::onboard(&api, &plan, |i| {
+                !gridmesh_loadgen::edge::enrolled(&gridmesh_loadgen::edge::home_dir(&dir, i))
+            })
             .await?;
+            if reward_address.is_some() || !no_trading {
+                provision::as_owner(&api, plan.owner, async |resident: &Api| {
+                    if let Some(address) = reward_address.as_deref() {
+                        provision::set_reward_address(resident, address).await.context("--reward-address")?;
+                    }
+                    if !no_trading {
+                        let sites: Vec<_> =
+                            onboarded.iter().zip(&plan.homes).map(|(o, h)| (o.site, &h.home)).collect();
+                        let created = provision::enable_trading(resident, &sites).await?;
+                        tracing::info!(created, "simulated homes trade through standing market strategies");
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
             let central = gridmesh_loadgen::edge::Central {
                 host: cli.mqtt_host.clone(),
                 port: cli.mqtt_port,
                 server_key: key,
             };
-            let configs = gridmesh_loadgen::edge::write(&dir, &homes, first_port, &central, batch)?;
-            let feeders: Vec<String> = (0..homes.len().div_ceil(neighbourhood::HOMES_PER_FEEDER))
-                .map(|n| neighbourhood::feeder_id(&cli.name, n as u64).to_string())
-                .collect();
+            let edge: Vec<_> =
+                plan.homes.iter().zip(&onboarded).map(|(h, o)| (&h.home, o.code.as_deref())).collect();
+            let dirs = gridmesh_loadgen::edge::write(&dir, &edge, first_port, &central, batch)?;
+            let mut feeders: Vec<String> = onboarded.iter().map(|o| o.feeder.clone()).collect();
+            feeders.dedup();
             let list = dir.join("feeders.txt");
             std::fs::write(&list, feeders.join("\n") + "\n")
                 .with_context(|| format!("writing {}", list.display()))?;
-            tracing::info!(homes = configs.len(), dir = %dir.display(), "edge agents provisioned");
+            let to_enrol = onboarded.iter().filter(|o| o.code.is_some()).count();
+            tracing::info!(homes = dirs.len(), to_enrol, dir = %dir.display(), "edge agents written");
         }
         Mode::Flood { homes, batch, seconds } => {
             let plan = neighbourhood::plan(&cli.name, homes, centre, Speaker::Loadgen);

@@ -133,9 +133,9 @@ pub enum Strategy {
 /// holds above 30 % from 19 to 23 minor units per kWh and buy to charge below 12 to 15; homes
 /// without one sell their PV surplus from 9 to 13 and buy their shortfall up to 22 to 29.
 #[must_use]
-pub fn strategies_for(home: &SimHome) -> Vec<Strategy> {
-    let s = (home.home.seed % 5) as i64;
-    if home.home.battery.is_some() {
+pub fn strategies_for(home: &Home) -> Vec<Strategy> {
+    let s = (home.seed % 5) as i64;
+    if home.battery.is_some() {
         vec![
             Strategy::SellFromBattery { min_price: 19 + s, reserve_soc_pct: 30 },
             Strategy::BuyToCharge { max_price: 12 + s.min(3), target_soc_pct: 90 },
@@ -143,7 +143,7 @@ pub fn strategies_for(home: &SimHome) -> Vec<Strategy> {
     } else {
         vec![
             Strategy::SellSurplus { min_price: 9 + s },
-            Strategy::BuyShortfall { max_price: 22 + (home.home.seed % 8) as i64 },
+            Strategy::BuyShortfall { max_price: 22 + (home.seed % 8) as i64 },
         ]
     }
 }

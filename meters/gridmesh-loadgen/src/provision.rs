@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use gridmesh_core::{GridNode, Reading, Site, StateOfCharge, UserId, WattHours, Watts};
+use gridmesh_core::{GridNode, Reading, Site, SiteId, StateOfCharge, UserId, WattHours, Watts};
 use gridmesh_wire::PublicKey;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::neighbourhood::{Plan, PlannedHome, SimHome, strategies_for};
+use crate::neighbourhood::{HOMES_PER_FEEDER, Plan, PlannedHome, SimHome, strategies_for};
 
 /// Homes provisioned at once: enough to hide the round trips, few enough not to crowd a small
 /// service.
@@ -300,10 +300,9 @@ pub async fn as_owner<T>(
 ///
 /// # Errors
 /// The service is unreachable or refuses.
-pub async fn enable_trading(owner: &Api, homes: &[SimHome]) -> anyhow::Result<usize> {
+pub async fn enable_trading(owner: &Api, homes: &[(SiteId, &crate::home::Home)]) -> anyhow::Result<usize> {
     let mut created = 0;
-    for home in homes {
-        let site = home.site;
+    for &(site, home) in homes {
         let existing: Vec<Value> =
             owner.call(Method::GET, &format!("/v1/market/strategies?site={site}"), None).await?;
         if !existing.is_empty() {
@@ -336,4 +335,128 @@ pub async fn set_reward_address(owner: &Api, address: &str) -> anyhow::Result<()
         .await
         .with_context(|| format!("setting the reward address {address}"))?;
     Ok(())
+}
+
+/// One home of the demo onboarded as people do it: its site, and a one-time code when its agent
+/// has yet to enrol.
+#[derive(Debug)]
+pub struct Onboarded {
+    /// The site the service gave the home.
+    pub site: SiteId,
+    /// The feeder it is on.
+    pub feeder: String,
+    /// A code for `gridmesh-agent enroll --code`, when asked for.
+    pub code: Option<String>,
+}
+
+/// Onboards the plan's homes the way their owner and the utility would, through the API: the
+/// residents' account (as the operator), each home registered by its owner (found again by
+/// name on a later run), each pending home assigned to a feeder of the imported grid (a fixed
+/// number of homes per feeder, in code order), and a one-time code for every home whose agent
+/// still has to enrol (`needs_code`). `api` calls as an operator.
+///
+/// # Errors
+/// No feeder in the grid (import one first), or the service refuses (its reason is in the error).
+pub async fn onboard(
+    api: &Api,
+    plan: &Plan,
+    needs_code: impl Fn(usize) -> bool,
+) -> anyhow::Result<Vec<Onboarded>> {
+    #[derive(Deserialize)]
+    struct Node {
+        id: String,
+        code: Option<String>,
+        kind: String,
+    }
+    #[derive(Deserialize)]
+    struct Nodes {
+        items: Vec<Node>,
+    }
+    #[derive(Deserialize)]
+    struct Home {
+        id: SiteId,
+        name: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Homes {
+        items: Vec<Home>,
+    }
+    #[derive(Deserialize)]
+    struct Code {
+        code: String,
+    }
+    api.send(
+        Method::PUT,
+        &format!("/v1/users/{}", plan.owner),
+        Some(&json!({ "name": plan.owner_name, "role": plan.owner_role })),
+        &[],
+    )
+    .await
+    .context("creating the residents' account")?;
+    let nodes: Nodes = api.call(Method::GET, "/v1/grid/nodes", None).await.context("reading the grid")?;
+    let mut feeders: Vec<Node> = nodes.items.into_iter().filter(|n| n.kind == "feeder").collect();
+    feeders.sort_by(|a, b| (a.code.is_none(), &a.code, &a.id).cmp(&(b.code.is_none(), &b.code, &b.id)));
+    anyhow::ensure!(
+        !feeders.is_empty(),
+        "the grid has no feeder: import one first (gridmesh grid import FILE)"
+    );
+    // The owner registers what is missing; an earlier run's homes are found by name.
+    let (active, pending) = as_owner(api, plan.owner, async |owner: &Api| {
+        let active: Homes = owner.call(Method::GET, "/v1/sites?limit=1000", None).await?;
+        let mut pending: Homes = owner.call(Method::GET, "/v1/sites/pending", None).await?;
+        let known: std::collections::HashSet<String> =
+            active.items.iter().chain(&pending.items).filter_map(|h| h.name.clone()).collect();
+        for home in plan.homes.iter().filter(|h| !known.contains(&h.site.name)) {
+            let mut body = site_body(&home.site);
+            if let Some(b) = body.as_object_mut() {
+                b.remove("owner");
+                b.remove("feeder");
+            }
+            let registered: Home = owner
+                .call(Method::POST, "/v1/sites", Some(&body))
+                .await
+                .with_context(|| format!("registering {}", home.site.name))?;
+            pending.items.push(Home { id: registered.id, name: Some(home.site.name.clone()) });
+        }
+        Ok((active, pending))
+    })
+    .await?;
+    let id_of = |name: &str, homes: &Homes| {
+        homes.items.iter().find(|h| h.name.as_deref() == Some(name)).map(|h| h.id)
+    };
+    let mut out = Vec::with_capacity(plan.homes.len());
+    for (i, home) in plan.homes.iter().enumerate() {
+        let feeder = &feeders[(i / HOMES_PER_FEEDER) % feeders.len()];
+        let site = match id_of(&home.site.name, &active) {
+            Some(site) => site,
+            None => {
+                let site = id_of(&home.site.name, &pending)
+                    .with_context(|| format!("{} was not registered", home.site.name))?;
+                api.send(
+                    Method::POST,
+                    &format!("/v1/sites/{site}/assign"),
+                    Some(&json!({ "feeder": feeder.id })),
+                    &[],
+                )
+                .await
+                .with_context(|| format!("assigning {} to its feeder", home.site.name))?;
+                site
+            }
+        };
+        out.push(Onboarded { site, feeder: feeder.id.clone(), code: None });
+    }
+    as_owner(api, plan.owner, async |owner: &Api| {
+        for (i, o) in out.iter_mut().enumerate() {
+            if needs_code(i) {
+                let code: Code = owner
+                    .call(Method::POST, &format!("/v1/sites/{}/enrolment-codes", o.site), Some(&json!({})))
+                    .await
+                    .with_context(|| format!("an enrolment code for site {}", o.site))?;
+                o.code = Some(code.code);
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(out)
 }
