@@ -186,12 +186,12 @@ pub async fn utility_requests_changed_at(pool: &Pool) -> Result<Option<Timestamp
 /// # Errors
 /// Database errors.
 pub async fn grid_size(pool: &Pool) -> Result<(i64, i64), DbError> {
-    let size: (i64, i64) =
-        sqlx::query_as(
-            "SELECT (SELECT count(*) FROM grid_nodes), (SELECT count(*) FROM sites WHERE decommissioned_at IS NULL)",
-        )
-            .fetch_one(pool)
-            .await?;
+    let size: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM grid_nodes WHERE retired_at IS NULL),
+                    (SELECT count(*) FROM sites WHERE decommissioned_at IS NULL)",
+    )
+    .fetch_one(pool)
+    .await?;
     Ok(size)
 }
 

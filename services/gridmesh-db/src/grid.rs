@@ -165,7 +165,8 @@ pub async fn list_sites(
 /// [`DbError::Constraint`] naming the rule broken.
 pub async fn update_grid_node(pool: &Pool, node: &GridNode) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "UPDATE grid_nodes SET parent_id = $2, name = $3, import_limit_w = $4, export_limit_w = $5 WHERE id = $1",
+        "UPDATE grid_nodes SET parent_id = $2, name = $3, import_limit_w = $4, export_limit_w = $5
+         WHERE id = $1 AND retired_at IS NULL",
     )
     .bind(node.id.0)
     .bind(node.parent.map(|p| p.0))
@@ -187,7 +188,9 @@ pub async fn load_topology(pool: &Pool) -> Result<Topology, DbError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
     let nodes: Vec<(Uuid, Option<Uuid>, String, String, i64, i64)> =
-        sqlx::query_as("SELECT id, parent_id, kind, name, import_limit_w, export_limit_w FROM grid_nodes")
+        sqlx::query_as(
+            "SELECT id, parent_id, kind, name, import_limit_w, export_limit_w FROM grid_nodes WHERE retired_at IS NULL",
+        )
             .fetch_all(&mut *tx)
             .await?;
     let nodes = nodes
@@ -213,4 +216,57 @@ pub async fn load_topology(pool: &Pool) -> Result<Topology, DbError> {
         sqlx::query_as("SELECT id, feeder_id FROM sites WHERE decommissioned_at IS NULL").fetch_all(&mut *tx).await?;
     Topology::new(nodes, sites.into_iter().map(|(s, f)| (SiteId(s), GridNodeId(f))))
         .map_err(|e| DbError::Corrupt(e.to_string()))
+}
+
+/// Why a node cannot retire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireRefusal {
+    /// No such node, or retired already.
+    Unknown,
+    /// Homes (not decommissioned) are on it: this many.
+    Homes(i64),
+    /// Nodes (not retired) hang off it: this many.
+    Children(i64),
+}
+
+/// Retires a grid node, with the tree locked: it stays for the history that names it but is no
+/// longer part of the grid. Refused while homes or live nodes hang off it.
+///
+/// # Errors
+/// Database errors; a node that cannot retire is `Ok(Err(why))`.
+pub async fn retire_grid_node(pool: &Pool, id: GridNodeId) -> Result<Result<(), RetireRefusal>, DbError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('gridmesh_grid_nodes_tree'))")
+        .execute(&mut *tx)
+        .await?;
+    let live: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM grid_nodes WHERE id = $1 AND retired_at IS NULL)")
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !live {
+        return Ok(Err(RetireRefusal::Unknown));
+    }
+    let homes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sites WHERE feeder_id = $1 AND decommissioned_at IS NULL")
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+    if homes > 0 {
+        return Ok(Err(RetireRefusal::Homes(homes)));
+    }
+    let children: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM grid_nodes WHERE parent_id = $1 AND retired_at IS NULL")
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+    if children > 0 {
+        return Ok(Err(RetireRefusal::Children(children)));
+    }
+    sqlx::query("UPDATE grid_nodes SET retired_at = now() WHERE id = $1")
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Ok(()))
 }

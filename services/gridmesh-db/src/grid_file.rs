@@ -24,7 +24,7 @@ pub async fn stored_grid(pool: &Pool) -> Result<Vec<StoredNode>, DbError> {
 async fn stored_grid_on(conn: &mut PgConnection) -> Result<Vec<StoredNode>, DbError> {
     let rows: Vec<NodeRow> = sqlx::query_as(
         "SELECT id, parent_id, kind, name, import_limit_w, export_limit_w, code FROM grid_nodes
-         ORDER BY created_at, id",
+         WHERE retired_at IS NULL ORDER BY created_at, id",
     )
     .fetch_all(conn)
     .await?;

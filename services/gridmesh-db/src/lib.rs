@@ -36,7 +36,10 @@ pub use dispatch::{
 };
 pub use enrolment::{CodeEnrolment, CodeRefusal, NewEnrolmentCode, create_enrolment_code, enrol_with_code};
 pub use error::DbError;
-pub use grid::{get_site, insert_grid_node, insert_site, list_sites, load_topology, update_grid_node};
+pub use grid::{
+    RetireRefusal, get_site, insert_grid_node, insert_site, list_sites, load_topology, retire_grid_node,
+    update_grid_node,
+};
 pub use grid_file::{homes_import_by_feeder, import_grid, stored_grid};
 pub use homes::{
     Decommissioned, Registration, assign_home, decommission_site, decommissioned_at, pending_home,

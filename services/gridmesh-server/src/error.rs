@@ -208,7 +208,9 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         "sites_owner_id_fkey" | "site_registrations_owner_id_fkey" => {
             ApiError::invalid("owner", "no such user")
         }
-        "grid_nodes_code" => ApiError::Conflict("another grid node has this code".into()),
+        "grid_nodes_code" | "grid_nodes_code_live" => {
+            ApiError::Conflict("another grid node has this code".into())
+        }
         "grid_limit_windows_node_id_fkey" => ApiError::NotFound("grid node".into()),
         "sites_feeder" => {
             ApiError::invalid("feeder", "no such feeder (a site hangs off a feeder, not a transformer)")

@@ -150,9 +150,43 @@ async fn homes_are_listed_by_role_and_grid_nodes_change_within_a_tree(pool: PgPo
     assert_eq!(api.call(Method::DELETE, &withdraw, &utility, None).await.0, 204);
     assert_eq!(api.call(Method::DELETE, &withdraw, &utility, None).await.0, 404);
 
+    // Retiring: not while homes or nodes hang off a node; a retired node leaves the grid (its
+    // code free again), its history stays.
+    let retire = |node: gridmesh_core::GridNodeId| format!("/v1/grid/nodes/{node}/retire");
+    let (status, busy) = api.call(Method::POST, &retire(id("F1")), &utility, None).await;
+    assert_eq!(status, 409, "{busy}");
+    assert!(busy["detail"].as_str().unwrap().contains("home(s) are on this node"), "{busy}");
+    let (status, parent) = api.call(Method::POST, &retire(id("T1")), &operator, None).await;
+    assert_eq!(status, 409);
+    assert!(parent["detail"].as_str().unwrap().contains("hang off this node"), "{parent}");
+    let spare = "code,kind,parent,name,import_limit_kw,export_limit_kw\nF9,feeder,T1,Spare,10,10\n";
+    api.post("/v1/grid/import").auth(&utility).header("Content-Type", "text/csv").body(spare).await;
+    let f9 = gridmesh_db::stored_grid(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.code.as_deref() == Some("F9"))
+        .unwrap()
+        .node
+        .id;
+    assert_eq!(api.call(Method::POST, &retire(f9), &bob, None).await.0, 403);
+    assert_eq!(api.call(Method::POST, &retire(f9), &utility, None).await.0, 204);
+    assert_eq!(api.call(Method::POST, &retire(f9), &utility, None).await.0, 404);
+    let (_, nodes) = api.call(Method::GET, "/v1/grid/nodes", &utility, None).await;
+    assert!(nodes["items"].as_array().unwrap().iter().all(|n| n["code"] != "F9"), "{nodes}");
+    let again = api
+        .post("/v1/grid/import")
+        .auth(&utility)
+        .header("Content-Type", "text/csv")
+        .body(spare)
+        .await
+        .json();
+    assert_eq!(again["created"].as_u64(), Some(1), "the code is free again: {again}");
+
     // The export shows the changes and imports back unchanged.
     let exported = api.get("/v1/grid/export").auth(&operator).await.body;
     assert!(exported.contains("F2,feeder,,\"Feeder 2, east\",90,60"), "{exported}");
+    assert_eq!(exported.matches("F9,").count(), 1, "the retired F9 is not exported: {exported}");
     server.stop().await;
 }
 

@@ -62,6 +62,7 @@ pub fn router() -> Router<AppState> {
         // Provisioning with caller-chosen ids (operator): create unless it exists.
         .route("/grid/nodes", get(sites::nodes))
         .route("/grid/nodes/{id}/limits", post(sites::add_window).get(sites::windows))
+        .route("/grid/nodes/{id}/retire", post(sites::retire_node))
         .route("/grid/limits/{id}", delete(sites::remove_window))
         .route("/grid/nodes/{id}", put(grid::put_node).patch(sites::patch_node))
         .route("/grid/import", post(grid_file::import))

@@ -136,7 +136,7 @@ pub async fn patch_node(
 ) -> Result<Json<NodeOut>, ApiError> {
     caller.require(GRID_WRITERS)?;
     let stored = gridmesh_db::stored_grid(&state.pool).await?;
-    let Some(current) = stored.into_iter().find(|s| s.node.id == id) else {
+    let Some(current) = stored.iter().find(|s| s.node.id == id).cloned() else {
         return Err(ApiError::NotFound("grid node".into()));
     };
     let limit = |field: &str, w: Option<i64>, old: Watts| match w {
@@ -161,6 +161,11 @@ pub async fn patch_node(
     };
     if node.parent == Some(id) {
         return Err(ApiError::invalid("parent", "would make the node its own ancestor"));
+    }
+    if let Some(parent) = node.parent
+        && !stored.iter().any(|s| s.node.id == parent)
+    {
+        return Err(ApiError::invalid("parent", "no such grid node"));
     }
     if !gridmesh_db::update_grid_node(&state.pool, &node).await? {
         return Err(ApiError::NotFound("grid node".into()));
@@ -541,5 +546,28 @@ pub async fn remove_window(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("limit window".into()))
+    }
+}
+
+/// `POST /v1/grid/nodes/{id}/retire` (utility, operator): the node leaves the grid; the history
+/// that names it stays. Refused while homes or live nodes hang off it.
+pub async fn retire_node(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<GridNodeId>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(GRID_WRITERS)?;
+    match gridmesh_db::retire_grid_node(&state.pool, id).await? {
+        Ok(()) => {
+            tracing::info!(node = %id, "grid node retired");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(gridmesh_db::RetireRefusal::Unknown) => Err(ApiError::NotFound("grid node".into())),
+        Err(gridmesh_db::RetireRefusal::Homes(n)) => Err(ApiError::Conflict(format!(
+            "{n} home(s) are on this node; assign them elsewhere or decommission them first"
+        ))),
+        Err(gridmesh_db::RetireRefusal::Children(n)) => {
+            Err(ApiError::Conflict(format!("{n} grid node(s) hang off this node; move or retire them first")))
+        }
     }
 }
