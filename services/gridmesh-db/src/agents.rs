@@ -301,3 +301,17 @@ pub async fn agent_of_site(pool: &Pool, site: SiteId, agent: AgentId) -> Result<
         .fetch_one(pool)
         .await?)
 }
+
+/// Readings of `site` flagged as implausible and not reviewed yet (from the per-period
+/// counters, so no telemetry is scanned).
+///
+/// # Errors
+/// Database errors.
+pub async fn unresolved_flagged(pool: &Pool, site: SiteId) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(sum(flagged), 0)::bigint FROM site_period_counters WHERE site_id = $1 AND resolved_at IS NULL",
+    )
+    .bind(site.0)
+    .fetch_one(pool)
+    .await?)
+}

@@ -26,7 +26,7 @@ mod users;
 
 pub use agents::{
     AgentKey, AgentSummary, agent_of_site, create_agent, enrol_agent, enroll_key, find_active_key,
-    list_agents, revoke_key, rotate_active_key,
+    list_agents, revoke_key, rotate_active_key, unresolved_flagged,
 };
 pub use dispatch::{
     DispatchSetpoint, NewPlan, NewUtilityRequest, PlanRecord, RequestKind, SetpointAnswer, SetpointRecord,

@@ -192,7 +192,12 @@ async fn a_homes_agents_are_listed_rotated_and_revoked_by_its_owner(pool: PgPool
             site,
             seq,
             reading: &readings[seq as usize],
-            flags: gridmesh_core::ReadingFlags::NONE,
+            // The last one was implausible.
+            flags: if seq == 6 {
+                gridmesh_core::ReadingFlags::OVER_RATED
+            } else {
+                gridmesh_core::ReadingFlags::NONE
+            },
         })
         .collect();
     gridmesh_db::commit_ingest(&pool, &rows).await.unwrap();
@@ -206,6 +211,7 @@ async fn a_homes_agents_are_listed_rotated_and_revoked_by_its_owner(pool: PgPool
     assert_eq!(items[0]["public_key"], first.public().to_string());
     assert_eq!((items[0]["next_seq"].as_u64(), items[0]["missing_readings"].as_u64()), (Some(7), Some(2)));
     assert!(items[0]["last_seen"].is_string(), "{list}");
+    assert_eq!(list["unresolved_flagged_readings"].as_i64(), Some(1), "{list}");
     assert_eq!(api.call(Method::GET, &agents, &regulator, None).await.0, 200);
     assert_eq!(api.call(Method::GET, &agents, &stranger, None).await.0, 404);
 

@@ -236,6 +236,8 @@ impl From<AgentSummary> for AgentOut {
 #[derive(Debug, Serialize)]
 pub struct AgentsOut {
     items: Vec<AgentOut>,
+    /// The home's readings flagged as implausible and not reviewed yet (all its agents).
+    unresolved_flagged_readings: i64,
 }
 
 /// `GET /v1/sites/{id}/agents` (whoever may see the site): its agents, oldest first.
@@ -247,7 +249,8 @@ pub async fn list(
     let site = caller.require_site(&state, id).await?;
     let items =
         gridmesh_db::list_agents(&state.pool, site.id).await?.into_iter().map(AgentOut::from).collect();
-    Ok(Json(AgentsOut { items }))
+    let unresolved_flagged_readings = gridmesh_db::unresolved_flagged(&state.pool, site.id).await?;
+    Ok(Json(AgentsOut { items, unresolved_flagged_readings }))
 }
 
 /// The site, when the caller may act for it, and the agent, when it is the site's.
