@@ -224,10 +224,11 @@ pub fn plan(name: &str, homes: usize, centre: GeoPoint, speaker: Speaker) -> Pla
         let site = Site {
             id: SiteId::from_bytes(id16(name, "site", n)),
             owner,
-            feeder,
+            feeder: Some(feeder),
             name: format!("{name} home {}", i + 1),
             location: Some(location),
             rated_pv,
+            pv_orientation: None,
             battery,
             grid: GridConnection { import_limit: Watts(17_000), export_limit: Watts(rated_pv.get()) },
         };
@@ -276,7 +277,7 @@ mod tests {
         }
         for h in &p.homes {
             h.site.validate().expect("a valid site");
-            let feeder = p.nodes.iter().find(|n| n.id == h.site.feeder).expect("a planned feeder");
+            let feeder = p.nodes.iter().find(|n| Some(n.id) == h.site.feeder).expect("a planned feeder");
             assert_eq!(feeder.kind, GridNodeKind::Feeder);
             assert_eq!(h.site.owner, p.owner);
         }

@@ -376,6 +376,7 @@ pub async fn onboard(
     struct Home {
         id: SiteId,
         name: Option<String>,
+        status: String,
     }
     #[derive(Deserialize)]
     struct Homes {
@@ -400,12 +401,13 @@ pub async fn onboard(
         !feeders.is_empty(),
         "the grid has no feeder: import one first (gridmesh grid import FILE)"
     );
-    // The owner registers what is missing; an earlier run's homes are found by name.
-    let (active, pending) = as_owner(api, plan.owner, async |owner: &Api| {
-        let active: Homes = owner.call(Method::GET, "/v1/sites?limit=1000", None).await?;
-        let mut pending: Homes = owner.call(Method::GET, "/v1/sites/pending", None).await?;
+    // The owner registers what is missing; an earlier run's homes (pending or active, not
+    // decommissioned) are found by name.
+    let homes = as_owner(api, plan.owner, async |owner: &Api| {
+        let mut homes: Homes = owner.call(Method::GET, "/v1/sites?limit=1000", None).await?;
+        homes.items.retain(|h| h.status != "decommissioned");
         let known: std::collections::HashSet<String> =
-            active.items.iter().chain(&pending.items).filter_map(|h| h.name.clone()).collect();
+            homes.items.iter().filter_map(|h| h.name.clone()).collect();
         for home in plan.homes.iter().filter(|h| !known.contains(&h.site.name)) {
             let mut body = site_body(&home.site);
             if let Some(b) = body.as_object_mut() {
@@ -416,33 +418,30 @@ pub async fn onboard(
                 .call(Method::POST, "/v1/sites", Some(&body))
                 .await
                 .with_context(|| format!("registering {}", home.site.name))?;
-            pending.items.push(Home { id: registered.id, name: Some(home.site.name.clone()) });
+            homes.items.push(registered);
         }
-        Ok((active, pending))
+        Ok(homes)
     })
     .await?;
-    let id_of = |name: &str, homes: &Homes| {
-        homes.items.iter().find(|h| h.name.as_deref() == Some(name)).map(|h| h.id)
-    };
     let mut out = Vec::with_capacity(plan.homes.len());
     for (i, home) in plan.homes.iter().enumerate() {
         let feeder = &feeders[(i / HOMES_PER_FEEDER) % feeders.len()];
-        let site = match id_of(&home.site.name, &active) {
-            Some(site) => site,
-            None => {
-                let site = id_of(&home.site.name, &pending)
-                    .with_context(|| format!("{} was not registered", home.site.name))?;
-                api.send(
-                    Method::POST,
-                    &format!("/v1/sites/{site}/assign"),
-                    Some(&json!({ "feeder": feeder.id })),
-                    &[],
-                )
-                .await
-                .with_context(|| format!("assigning {} to its feeder", home.site.name))?;
-                site
-            }
-        };
+        let found = homes
+            .items
+            .iter()
+            .find(|h| h.name.as_deref() == Some(home.site.name.as_str()))
+            .with_context(|| format!("{} was not registered", home.site.name))?;
+        let site = found.id;
+        if found.status == "pending" {
+            api.send(
+                Method::POST,
+                &format!("/v1/sites/{site}/assign"),
+                Some(&json!({ "feeder": feeder.id })),
+                &[],
+            )
+            .await
+            .with_context(|| format!("assigning {} to its feeder", home.site.name))?;
+        }
         out.push(Onboarded { site, feeder: feeder.id.clone(), code: None });
     }
     as_owner(api, plan.owner, async |owner: &Api| {

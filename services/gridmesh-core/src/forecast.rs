@@ -117,10 +117,11 @@ mod tests {
         Site {
             id: SiteId::from_bytes([1; 16]),
             owner: UserId::from_bytes([2; 16]),
-            feeder: GridNodeId::from_bytes([3; 16]),
+            feeder: Some(GridNodeId::from_bytes([3; 16])),
             name: "test".into(),
             location,
             rated_pv: Watts(8_000),
+            pv_orientation: None,
             battery: None,
             grid: GridConnection { import_limit: Watts(10_000), export_limit: Watts(8_000) },
         }

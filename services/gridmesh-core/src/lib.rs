@@ -33,7 +33,7 @@ pub use period::{Period, PeriodError, PeriodRange};
 pub use reading::{Reading, ReadingError, StateOfCharge};
 pub use role::{Role, UnknownRole};
 pub use setpoint::{Setpoint, SetpointError, SetpointLimits};
-pub use site::{BatterySpec, GeoPoint, GridConnection, Site, SiteError};
+pub use site::{BatterySpec, GeoPoint, GridConnection, PvOrientation, Site, SiteError};
 pub use summary::{Counters, PeriodSummary, Point, summarize};
 pub use topology::{GridNode, GridNodeKind, LimitWindow, Topology, TopologyError};
 pub use units::{MinorUnits, WattHours, Watts};

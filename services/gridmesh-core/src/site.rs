@@ -27,6 +27,25 @@ pub enum SiteError {
     /// The name is empty or too long.
     #[error("site name must be 1 to 200 characters, got {0}")]
     BadName(usize),
+    /// A PV orientation outside its range.
+    #[error("{field} must be between 0 and {max} degrees, got {value}")]
+    BadOrientation {
+        /// `pv_orientation.azimuth_deg` or `pv_orientation.tilt_deg`.
+        field: &'static str,
+        /// The highest value allowed.
+        max: i16,
+        /// Its value.
+        value: i16,
+    },
+}
+
+/// Which way a PV array faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PvOrientation {
+    /// Degrees clockwise from north, 0 to 359 (180 faces south).
+    pub azimuth_deg: i16,
+    /// Degrees from horizontal, 0 (flat) to 90 (a wall).
+    pub tilt_deg: i16,
 }
 
 /// A WGS84 coordinate in degrees.
@@ -58,21 +77,25 @@ pub struct GridConnection {
     pub export_limit: Watts,
 }
 
-/// A household's connection point, owned by one user and hanging off one feeder.
+/// A household's connection point, owned by one user and hanging off one feeder once a utility
+/// or an operator has assigned it (pending until then).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Site {
     /// The site's id.
     pub id: SiteId,
     /// The account that owns the site.
     pub owner: UserId,
-    /// The feeder the site is connected to.
-    pub feeder: GridNodeId,
+    /// The feeder the site is connected to; `None` while the home is pending (its agent may
+    /// report, but it is not planned, does not trade and does not settle).
+    pub feeder: Option<GridNodeId>,
     /// A human name ("Maple St 12").
     pub name: String,
     /// Where the site is, when known (used for PV plausibility against neighbours).
     pub location: Option<GeoPoint>,
     /// Rated (nameplate AC) PV power; zero for a site without PV.
     pub rated_pv: Watts,
+    /// The PV array's orientation, when the owner gave it.
+    pub pv_orientation: Option<PvOrientation>,
     /// The battery, if any.
     pub battery: Option<BatterySpec>,
     /// Connection limits.
@@ -109,6 +132,16 @@ impl Site {
         {
             return Err(SiteError::BadLocation { lat, lon });
         }
+        if let Some(o) = self.pv_orientation {
+            for (field, max, value) in [
+                ("pv_orientation.azimuth_deg", 359, o.azimuth_deg),
+                ("pv_orientation.tilt_deg", 90, o.tilt_deg),
+            ] {
+                if !(0..=max).contains(&value) {
+                    return Err(SiteError::BadOrientation { field, max, value });
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -121,10 +154,11 @@ mod tests {
         Site {
             id: SiteId::new_random(),
             owner: UserId::new_random(),
-            feeder: GridNodeId::new_random(),
+            feeder: Some(GridNodeId::new_random()),
             name: "Maple St 12".into(),
             location: Some(GeoPoint { lat: 52.5, lon: 13.4 }),
             rated_pv: Watts(8_000),
+            pv_orientation: Some(PvOrientation { azimuth_deg: 180, tilt_deg: 35 }),
             battery: Some(BatterySpec {
                 capacity: WattHours(10_000),
                 max_charge: Watts(5_000),
@@ -150,5 +184,16 @@ mod tests {
         let mut s = site();
         s.name.clear();
         assert!(matches!(s.validate(), Err(SiteError::BadName(0))));
+        let mut s = site();
+        s.pv_orientation = Some(PvOrientation { azimuth_deg: 360, tilt_deg: 30 });
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "pv_orientation.azimuth_deg must be between 0 and 359 degrees, got 360"
+        );
+        s.pv_orientation = Some(PvOrientation { azimuth_deg: 90, tilt_deg: -1 });
+        assert!(matches!(
+            s.validate(),
+            Err(SiteError::BadOrientation { field: "pv_orientation.tilt_deg", .. })
+        ));
     }
 }

@@ -179,7 +179,7 @@ pub async fn utility_requests_changed_at(pool: &Pool) -> Result<Option<Timestamp
     Ok(at)
 }
 
-/// How many grid nodes and active (not decommissioned) sites there are: the dispatch loop plans
+/// How many grid nodes and active (assigned, not decommissioned) sites there are: the dispatch loop plans
 /// again when this changes (homes enrolled after the last plan would otherwise wait for the
 /// next step).
 ///
@@ -188,7 +188,7 @@ pub async fn utility_requests_changed_at(pool: &Pool) -> Result<Option<Timestamp
 pub async fn grid_size(pool: &Pool) -> Result<(i64, i64), DbError> {
     let size: (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM grid_nodes WHERE retired_at IS NULL),
-                    (SELECT count(*) FROM sites WHERE decommissioned_at IS NULL)",
+                    (SELECT count(*) FROM sites WHERE feeder_id IS NOT NULL AND decommissioned_at IS NULL)",
     )
     .fetch_one(pool)
     .await?;

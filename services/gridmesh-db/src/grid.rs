@@ -1,7 +1,4 @@
-use gridmesh_core::{
-    BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, Site, SiteId, Topology,
-    UserId, WattHours, Watts,
-};
+use gridmesh_core::{GridNode, GridNodeId, GridNodeKind, Site, SiteId, Topology, UserId, Watts};
 use uuid::Uuid;
 
 use crate::{DbError, Pool};
@@ -38,7 +35,8 @@ pub(crate) async fn insert_node_on(
 }
 
 /// Stores a site after [`Site::validate`]; the database also refuses an unknown owner, a feeder
-/// that is unknown or a transformer (`sites_feeder`), and negative ratings.
+/// that is unknown or a transformer (`sites_feeder`), and negative ratings. A site with a feeder
+/// is assigned from now; one without is pending.
 ///
 /// # Errors
 /// [`DbError::Invalid`] for a site that fails validation, [`DbError::Constraint`] otherwise.
@@ -54,18 +52,21 @@ pub(crate) async fn insert_site_on(
     address: Option<&str>,
 ) -> Result<(), DbError> {
     sqlx::query(
-        "INSERT INTO sites (id, owner_id, feeder_id, name, latitude, longitude, rated_pv_w,
-             battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
-             grid_import_limit_w, grid_export_limit_w, address)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "INSERT INTO sites (id, owner_id, feeder_id, assigned_at, name, latitude, longitude, rated_pv_w,
+             pv_azimuth_deg, pv_tilt_deg, battery_capacity_wh, battery_max_charge_w,
+             battery_max_discharge_w, grid_import_limit_w, grid_export_limit_w, address)
+         VALUES ($1, $2, $3, CASE WHEN $3::uuid IS NULL THEN NULL ELSE now() END, $4, $5, $6, $7, $8,
+             $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(site.id.0)
     .bind(site.owner.0)
-    .bind(site.feeder.0)
+    .bind(site.feeder.map(|f| f.0))
     .bind(&site.name)
     .bind(site.location.map(|l| l.lat))
     .bind(site.location.map(|l| l.lon))
     .bind(site.rated_pv.get())
+    .bind(site.pv_orientation.map(|o| o.azimuth_deg))
+    .bind(site.pv_orientation.map(|o| o.tilt_deg))
     .bind(site.battery.map(|b| b.capacity.get()))
     .bind(site.battery.map(|b| b.max_charge.get()))
     .bind(site.battery.map(|b| b.max_discharge.get()))
@@ -77,58 +78,12 @@ pub(crate) async fn insert_site_on(
     Ok(())
 }
 
-#[derive(sqlx::FromRow)]
-struct SiteRow {
-    id: Uuid,
-    owner_id: Uuid,
-    feeder_id: Uuid,
-    name: String,
-    latitude: Option<f64>,
-    longitude: Option<f64>,
-    rated_pv_w: i64,
-    battery_capacity_wh: Option<i64>,
-    battery_max_charge_w: Option<i64>,
-    battery_max_discharge_w: Option<i64>,
-    grid_import_limit_w: i64,
-    grid_export_limit_w: i64,
-}
-
-/// One site by id.
+/// One site by id, pending or assigned, decommissioned or not.
 ///
 /// # Errors
 /// Database errors only; an unknown id is `Ok(None)`.
 pub async fn get_site(pool: &Pool, id: SiteId) -> Result<Option<Site>, DbError> {
-    let row: Option<SiteRow> = sqlx::query_as(
-        "SELECT id, owner_id, feeder_id, name, latitude, longitude, rated_pv_w,
-             battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
-             grid_import_limit_w, grid_export_limit_w
-         FROM sites WHERE id = $1",
-    )
-    .bind(id.0)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(site_of_row))
-}
-
-fn site_of_row(r: SiteRow) -> Site {
-    Site {
-        id: SiteId(r.id),
-        owner: UserId(r.owner_id),
-        feeder: GridNodeId(r.feeder_id),
-        name: r.name,
-        location: r.latitude.zip(r.longitude).map(|(lat, lon)| GeoPoint { lat, lon }),
-        rated_pv: Watts(r.rated_pv_w),
-        battery: match (r.battery_capacity_wh, r.battery_max_charge_w, r.battery_max_discharge_w) {
-            (Some(c), Some(ch), Some(dis)) => {
-                Some(BatterySpec { capacity: WattHours(c), max_charge: Watts(ch), max_discharge: Watts(dis) })
-            }
-            _ => None,
-        },
-        grid: GridConnection {
-            import_limit: Watts(r.grid_import_limit_w),
-            export_limit: Watts(r.grid_export_limit_w),
-        },
-    }
+    Ok(crate::homes::get_home(pool, id).await?.map(|h| h.site))
 }
 
 /// Sites by id, `owner`'s only when given, after the id `after`, at most `limit`.
@@ -141,20 +96,7 @@ pub async fn list_sites(
     after: Option<SiteId>,
     limit: u32,
 ) -> Result<Vec<Site>, DbError> {
-    let rows: Vec<SiteRow> = sqlx::query_as(
-        "SELECT id, owner_id, feeder_id, name, latitude, longitude, rated_pv_w,
-             battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
-             grid_import_limit_w, grid_export_limit_w
-         FROM sites
-         WHERE ($1::uuid IS NULL OR owner_id = $1) AND ($2::uuid IS NULL OR id > $2)
-         ORDER BY id LIMIT $3",
-    )
-    .bind(owner.map(|o| o.0))
-    .bind(after.map(|a| a.0))
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(site_of_row).collect())
+    Ok(crate::homes::list_homes(pool, owner, after, limit).await?.into_iter().map(|h| h.site).collect())
 }
 
 /// Changes a grid node's parent, name and limits (its kind and code stay). The database
@@ -211,9 +153,12 @@ pub async fn load_topology(pool: &Pool) -> Result<Topology, DbError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let sites: Vec<(Uuid, Uuid)> =
-        // Decommissioned homes are no longer planned.
-        sqlx::query_as("SELECT id, feeder_id FROM sites WHERE decommissioned_at IS NULL").fetch_all(&mut *tx).await?;
+    // Pending homes are not planned yet, decommissioned ones no longer.
+    let sites: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT id, feeder_id FROM sites WHERE feeder_id IS NOT NULL AND decommissioned_at IS NULL",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     Topology::new(nodes, sites.into_iter().map(|(s, f)| (SiteId(s), GridNodeId(f))))
         .map_err(|e| DbError::Corrupt(e.to_string()))
 }

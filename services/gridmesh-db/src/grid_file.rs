@@ -58,7 +58,8 @@ pub async fn homes_import_by_feeder(pool: &Pool) -> Result<HashMap<GridNodeId, i
 
 async fn homes_import_on(conn: &mut PgConnection) -> Result<HashMap<GridNodeId, i64>, DbError> {
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT feeder_id, sum(grid_import_limit_w)::bigint FROM sites WHERE decommissioned_at IS NULL
+        "SELECT feeder_id, sum(grid_import_limit_w)::bigint FROM sites
+             WHERE feeder_id IS NOT NULL AND decommissioned_at IS NULL
              GROUP BY feeder_id",
     )
     .fetch_all(conn)

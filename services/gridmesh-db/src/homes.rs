@@ -1,173 +1,206 @@
-//! A home's life: registered by its owner (pending), assigned to a feeder by a utility or an
-//! operator (then it is a site: planned, trading, settling), its ratings edited, and
-//! decommissioned (history kept, agents revoked, strategies stopped).
+//! A home's life: registered by its owner (pending: its agent may enrol and report), assigned
+//! to a feeder by a utility or an operator (from then on planned, trading, settling), its
+//! ratings edited, and decommissioned (history kept, agents revoked, strategies stopped).
 
 use chrono::{DateTime, Utc};
 use gridmesh_core::{
-    BatterySpec, GeoPoint, GridConnection, GridNodeId, Site, SiteId, UserId, WattHours, Watts,
+    BatterySpec, GeoPoint, GridConnection, GridNodeId, PvOrientation, Site, SiteId, UserId, WattHours, Watts,
 };
 use uuid::Uuid;
 
 use crate::{DbError, Pool};
 
-/// A home waiting for its feeder: everything a site has but the feeder.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Registration {
-    /// The home's id, kept when it becomes a site.
-    pub id: SiteId,
-    /// Its owner.
-    pub owner: UserId,
-    /// Its name.
-    pub name: String,
-    /// The address as the owner typed it.
-    pub address: Option<String>,
-    /// Where it is.
-    pub location: Option<GeoPoint>,
-    /// PV rating.
-    pub rated_pv: Watts,
-    /// The battery, if any.
-    pub battery: Option<BatterySpec>,
-    /// The grid connection's limits.
-    pub grid: GridConnection,
-    /// When it was registered.
-    pub created_at: DateTime<Utc>,
+/// Where a home is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeStatus {
+    /// Registered, waiting for its feeder.
+    Pending,
+    /// On a feeder: planned, trading, settling.
+    Active,
+    /// Left the network; history kept.
+    Decommissioned,
 }
 
-impl Registration {
-    /// The site it becomes on `feeder`.
+impl HomeStatus {
+    /// The name the API and the CLI use.
     #[must_use]
-    pub fn on_feeder(&self, feeder: GridNodeId) -> Site {
-        Site {
-            id: self.id,
-            owner: self.owner,
-            feeder,
-            name: self.name.clone(),
-            location: self.location,
-            rated_pv: self.rated_pv,
-            battery: self.battery,
-            grid: self.grid,
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Decommissioned => "decommissioned",
         }
     }
 }
 
-type RegistrationRow = (
-    Uuid,
-    Uuid,
-    String,
-    Option<String>,
-    Option<f64>,
-    Option<f64>,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    i64,
-    DateTime<Utc>,
-);
+/// A home as stored: the site and what only people read (the address as typed, its dates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Home {
+    /// The site; its feeder is `None` while pending.
+    pub site: Site,
+    /// The address as the owner typed it.
+    pub address: Option<String>,
+    /// When it was registered.
+    pub registered_at: DateTime<Utc>,
+    /// When it was assigned to its first feeder.
+    pub assigned_at: Option<DateTime<Utc>>,
+    /// When it was decommissioned.
+    pub decommissioned_at: Option<DateTime<Utc>>,
+}
 
-/// The registration columns in [`RegistrationRow`] order; the only text put into these queries,
-/// a constant (so `AssertSqlSafe` below is safe).
-const REGISTRATION_COLUMNS: &str =
-    "id, owner_id, name, address, latitude, longitude, rated_pv_w, battery_capacity_wh,
-     battery_max_charge_w, battery_max_discharge_w, grid_import_limit_w, grid_export_limit_w, created_at";
-
-fn registration_of(r: RegistrationRow) -> Registration {
-    let (id, owner, name, address, lat, lon, pv, cap, ch, dis, imp, exp, created_at) = r;
-    Registration {
-        id: SiteId(id),
-        owner: UserId(owner),
-        name,
-        address,
-        location: lat.zip(lon).map(|(lat, lon)| GeoPoint { lat, lon }),
-        rated_pv: Watts(pv),
-        battery: match (cap, ch, dis) {
-            (Some(c), Some(ch), Some(dis)) => {
-                Some(BatterySpec { capacity: WattHours(c), max_charge: Watts(ch), max_discharge: Watts(dis) })
-            }
-            _ => None,
-        },
-        grid: GridConnection { import_limit: Watts(imp), export_limit: Watts(exp) },
-        created_at,
+impl Home {
+    /// Pending, active or decommissioned.
+    #[must_use]
+    pub fn status(&self) -> HomeStatus {
+        match (self.decommissioned_at, self.site.feeder) {
+            (Some(_), _) => HomeStatus::Decommissioned,
+            (None, None) => HomeStatus::Pending,
+            (None, Some(_)) => HomeStatus::Active,
+        }
     }
 }
 
-/// Stores a new registration (the caller validated its ratings).
-///
-/// # Errors
-/// [`DbError::Constraint`] naming the check broken; `site_registrations_owner_id_fkey` for an
-/// unknown owner.
-pub async fn register_home(pool: &Pool, r: &Registration) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO site_registrations (id, owner_id, name, address, latitude, longitude, rated_pv_w,
-             battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w, grid_import_limit_w,
-             grid_export_limit_w)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(r.id.0)
-    .bind(r.owner.0)
-    .bind(&r.name)
-    .bind(r.address.as_deref())
-    .bind(r.location.map(|l| l.lat))
-    .bind(r.location.map(|l| l.lon))
-    .bind(r.rated_pv.get())
-    .bind(r.battery.map(|b| b.capacity.get()))
-    .bind(r.battery.map(|b| b.max_charge.get()))
-    .bind(r.battery.map(|b| b.max_discharge.get()))
-    .bind(r.grid.import_limit.get())
-    .bind(r.grid.export_limit.get())
-    .execute(pool)
-    .await?;
-    Ok(())
+#[derive(sqlx::FromRow)]
+struct HomeRow {
+    id: Uuid,
+    owner_id: Uuid,
+    feeder_id: Option<Uuid>,
+    name: String,
+    address: Option<String>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    rated_pv_w: i64,
+    pv_azimuth_deg: Option<i16>,
+    pv_tilt_deg: Option<i16>,
+    battery_capacity_wh: Option<i64>,
+    battery_max_charge_w: Option<i64>,
+    battery_max_discharge_w: Option<i64>,
+    grid_import_limit_w: i64,
+    grid_export_limit_w: i64,
+    created_at: DateTime<Utc>,
+    assigned_at: Option<DateTime<Utc>>,
+    decommissioned_at: Option<DateTime<Utc>>,
 }
 
-/// Registrations waiting for a feeder, `owner`'s only when given, oldest first.
+/// The columns of [`HomeRow`]; the only text put into these queries, a constant (so
+/// `AssertSqlSafe` below is safe).
+const HOME_COLUMNS: &str = "id, owner_id, feeder_id, name, address, latitude, longitude, rated_pv_w,
+     pv_azimuth_deg, pv_tilt_deg, battery_capacity_wh, battery_max_charge_w, battery_max_discharge_w,
+     grid_import_limit_w, grid_export_limit_w, created_at, assigned_at, decommissioned_at";
+
+fn battery_of(cap: Option<i64>, ch: Option<i64>, dis: Option<i64>) -> Option<BatterySpec> {
+    match (cap, ch, dis) {
+        (Some(c), Some(ch), Some(dis)) => {
+            Some(BatterySpec { capacity: WattHours(c), max_charge: Watts(ch), max_discharge: Watts(dis) })
+        }
+        _ => None,
+    }
+}
+
+fn home_of(r: HomeRow) -> Home {
+    Home {
+        site: Site {
+            id: SiteId(r.id),
+            owner: UserId(r.owner_id),
+            feeder: r.feeder_id.map(GridNodeId),
+            name: r.name,
+            location: r.latitude.zip(r.longitude).map(|(lat, lon)| GeoPoint { lat, lon }),
+            rated_pv: Watts(r.rated_pv_w),
+            pv_orientation: r
+                .pv_azimuth_deg
+                .zip(r.pv_tilt_deg)
+                .map(|(azimuth_deg, tilt_deg)| PvOrientation { azimuth_deg, tilt_deg }),
+            battery: battery_of(r.battery_capacity_wh, r.battery_max_charge_w, r.battery_max_discharge_w),
+            grid: GridConnection {
+                import_limit: Watts(r.grid_import_limit_w),
+                export_limit: Watts(r.grid_export_limit_w),
+            },
+        },
+        address: r.address,
+        registered_at: r.created_at,
+        assigned_at: r.assigned_at,
+        decommissioned_at: r.decommissioned_at,
+    }
+}
+
+/// One home by id, whatever its status.
+///
+/// # Errors
+/// Database errors only; an unknown id is `Ok(None)`.
+pub async fn get_home(pool: &Pool, id: SiteId) -> Result<Option<Home>, DbError> {
+    let row: Option<HomeRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {HOME_COLUMNS} FROM sites WHERE id = $1")))
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(home_of))
+}
+
+/// Homes by id, whatever their status, `owner`'s only when given, after the id `after`, at most
+/// `limit`.
 ///
 /// # Errors
 /// Database errors.
-pub async fn pending_homes(pool: &Pool, owner: Option<UserId>) -> Result<Vec<Registration>, DbError> {
-    let rows: Vec<RegistrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {REGISTRATION_COLUMNS} FROM site_registrations
-         WHERE $1::uuid IS NULL OR owner_id = $1 ORDER BY created_at, id"
+pub async fn list_homes(
+    pool: &Pool,
+    owner: Option<UserId>,
+    after: Option<SiteId>,
+    limit: u32,
+) -> Result<Vec<Home>, DbError> {
+    let rows: Vec<HomeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {HOME_COLUMNS} FROM sites
+         WHERE ($1::uuid IS NULL OR owner_id = $1) AND ($2::uuid IS NULL OR id > $2)
+         ORDER BY id LIMIT $3"
+    )))
+    .bind(owner.map(|o| o.0))
+    .bind(after.map(|a| a.0))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(home_of).collect())
+}
+
+/// Stores a newly registered home, pending (the caller validated it; its feeder is ignored).
+///
+/// # Errors
+/// [`DbError::Constraint`] naming the check broken; `sites_owner_id_fkey` for an unknown owner.
+pub async fn register_home(pool: &Pool, site: &Site, address: Option<&str>) -> Result<(), DbError> {
+    let pending = Site { feeder: None, ..site.clone() };
+    crate::grid::insert_site_on(&mut *pool.acquire().await?, &pending, address).await
+}
+
+/// Homes waiting for a feeder (not decommissioned), `owner`'s only when given, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn pending_homes(pool: &Pool, owner: Option<UserId>) -> Result<Vec<Home>, DbError> {
+    let rows: Vec<HomeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {HOME_COLUMNS} FROM sites
+         WHERE feeder_id IS NULL AND decommissioned_at IS NULL AND ($1::uuid IS NULL OR owner_id = $1)
+         ORDER BY created_at, id"
     )))
     .bind(owner.map(|o| o.0))
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(registration_of).collect())
+    Ok(rows.into_iter().map(home_of).collect())
 }
 
-/// One registration waiting for its feeder.
-///
-/// # Errors
-/// Database errors.
-pub async fn pending_home(pool: &Pool, id: SiteId) -> Result<Option<Registration>, DbError> {
-    let row: Option<RegistrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {REGISTRATION_COLUMNS} FROM site_registrations WHERE id = $1"
-    )))
-    .bind(id.0)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(registration_of))
-}
-
-/// Assigns a pending home to `feeder`: the registration becomes a site under the same id, in
-/// one transaction. `Ok(None)` when no such registration waits.
+/// Puts a pending home on `feeder`: from now on it is planned, trades and settles. `Ok(None)`
+/// when no such home waits (unknown, assigned already, or decommissioned).
 ///
 /// # Errors
 /// [`DbError::Constraint`] `sites_feeder` when `feeder` is not a feeder.
 pub async fn assign_home(pool: &Pool, id: SiteId, feeder: GridNodeId) -> Result<Option<Site>, DbError> {
-    let mut tx = pool.begin().await?;
-    let row: Option<RegistrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM site_registrations WHERE id = $1 RETURNING {REGISTRATION_COLUMNS}"
+    let row: Option<HomeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE sites SET feeder_id = $2, assigned_at = now()
+         WHERE id = $1 AND feeder_id IS NULL AND decommissioned_at IS NULL
+         RETURNING {HOME_COLUMNS}"
     )))
     .bind(id.0)
-    .fetch_optional(&mut *tx)
+    .bind(feeder.0)
+    .fetch_optional(pool)
     .await?;
-    let Some(registration) = row.map(registration_of) else { return Ok(None) };
-    let site = registration.on_feeder(feeder);
-    crate::grid::insert_site_on(&mut tx, &site, registration.address.as_deref()).await?;
-    tx.commit().await?;
-    Ok(Some(site))
+    Ok(row.map(|r| home_of(r).site))
 }
 
 /// When the site was decommissioned, if it was (`Ok(None)` also for an unknown site).
@@ -182,7 +215,7 @@ pub async fn decommissioned_at(pool: &Pool, id: SiteId) -> Result<Option<DateTim
         .flatten())
 }
 
-/// Changes a site's name and ratings (its owner and feeder stay), keeping the ratings it
+/// Changes a site's name, place, orientation and ratings (its owner and feeder stay), keeping the ratings it
 /// replaces in the site's rating history, in one transaction.
 ///
 /// # Errors
@@ -212,7 +245,7 @@ pub async fn update_site(pool: &Pool, site: &Site) -> Result<(), DbError> {
     sqlx::query(
         "UPDATE sites SET name = $2, latitude = $3, longitude = $4, rated_pv_w = $5, battery_capacity_wh = $6,
              battery_max_charge_w = $7, battery_max_discharge_w = $8, grid_import_limit_w = $9,
-             grid_export_limit_w = $10
+             grid_export_limit_w = $10, pv_azimuth_deg = $11, pv_tilt_deg = $12
          WHERE id = $1",
     )
     .bind(site.id.0)
@@ -225,6 +258,8 @@ pub async fn update_site(pool: &Pool, site: &Site) -> Result<(), DbError> {
     .bind(site.battery.map(|b| b.max_discharge.get()))
     .bind(site.grid.import_limit.get())
     .bind(site.grid.export_limit.get())
+    .bind(site.pv_orientation.map(|o| o.azimuth_deg))
+    .bind(site.pv_orientation.map(|o| o.tilt_deg))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -250,14 +285,7 @@ pub async fn rating_history(pool: &Pool, current: &Site) -> Result<Vec<(DateTime
     Ok(rows
         .into_iter()
         .map(|(until, pv, cap, ch, dis, imp, exp)| {
-            let battery = match (cap, ch, dis) {
-                (Some(c), Some(ch), Some(dis)) => Some(BatterySpec {
-                    capacity: WattHours(c),
-                    max_charge: Watts(ch),
-                    max_discharge: Watts(dis),
-                }),
-                _ => None,
-            };
+            let battery = battery_of(cap, ch, dis);
             let grid = GridConnection { import_limit: Watts(imp), export_limit: Watts(exp) };
             (until, Site { rated_pv: Watts(pv), battery, grid, ..current.clone() })
         })

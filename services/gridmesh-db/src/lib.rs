@@ -42,8 +42,8 @@ pub use grid::{
 };
 pub use grid_file::{homes_import_by_feeder, import_grid, stored_grid};
 pub use homes::{
-    Decommissioned, Registration, assign_home, decommission_site, decommissioned_at, pending_home,
-    pending_homes, rating_history, register_home, update_site,
+    Decommissioned, Home, HomeStatus, assign_home, decommission_site, decommissioned_at, get_home,
+    list_homes, pending_homes, rating_history, register_home, update_site,
 };
 pub use ingest::{CommitReport, IngestRow, commit_ingest};
 pub use limits::{

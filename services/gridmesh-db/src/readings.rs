@@ -291,7 +291,7 @@ pub async fn period_pv(
     let rows: Vec<(Uuid, Uuid, i64, i64)> = sqlx::query_as(
         "SELECT s.feeder_id, e.site_id, s.rated_pv_w, e.pv_wh
          FROM site_energy_15min e JOIN sites s ON s.id = e.site_id
-         WHERE e.period_start = $1 AND e.pv_wh IS NOT NULL AND e.complete_start
+         WHERE e.period_start = $1 AND e.pv_wh IS NOT NULL AND e.complete_start AND s.feeder_id IS NOT NULL
          ORDER BY s.feeder_id, e.site_id",
     )
     .bind(period.start())

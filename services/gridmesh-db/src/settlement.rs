@@ -15,7 +15,7 @@ fn period_of(t: DateTime<Utc>) -> Result<Period, DbError> {
     Period::starting_at(t).map_err(|e| DbError::Corrupt(format!("period {t}: {e}")))
 }
 
-/// Every site that existed when `period` ended and was not decommissioned before it began, with
+/// Every site assigned to a feeder before `period` ended and not decommissioned before it began, with
 /// its metering for the period: measured
 /// when the period's 15-minute energy is complete and not flagged (or reviewed), flagged when
 /// it has unreviewed flags, missing otherwise.
@@ -28,7 +28,7 @@ pub async fn settlement_sites(pool: &Pool, period: Period) -> Result<Vec<SiteInp
         "SELECT s.id, e.complete_start, e.flags, e.resolved_at, e.imported_wh, e.exported_wh
          FROM sites s
          LEFT JOIN site_energy_15min e ON e.site_id = s.id AND e.period_start = $1
-         WHERE s.created_at < $2 AND (s.decommissioned_at IS NULL OR s.decommissioned_at > $1)
+         WHERE s.assigned_at < $2 AND (s.decommissioned_at IS NULL OR s.decommissioned_at > $1)
          ORDER BY s.id",
     )
     .bind(period.start())
@@ -56,7 +56,7 @@ pub async fn settlement_sites(pool: &Pool, period: Period) -> Result<Vec<SiteInp
 /// Database errors.
 pub async fn metering_complete(pool: &Pool, period: Period) -> Result<bool, DbError> {
     let missing: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sites s WHERE s.created_at < $2
+        "SELECT EXISTS (SELECT 1 FROM sites s WHERE s.assigned_at < $2
              AND (s.decommissioned_at IS NULL OR s.decommissioned_at > $3) AND NOT EXISTS (
              SELECT 1 FROM site_period_counters c WHERE c.site_id = s.id AND c.period_start = $1))",
     )

@@ -51,10 +51,11 @@ async fn fixture(pool: &Pool) -> Fixture {
     let site = Site {
         id: SiteId::new_random(),
         owner: owner.id,
-        feeder: feeder.id,
+        feeder: Some(feeder.id),
         name: "Maple St 12".into(),
         location: Some(GeoPoint { lat: 52.52, lon: 13.40 }),
         rated_pv: Watts(8_000),
+        pv_orientation: None,
         battery: Some(BatterySpec {
             capacity: WattHours(10_000),
             max_charge: Watts(5_000),
@@ -208,7 +209,7 @@ async fn the_grid_stays_a_tree_and_sites_hang_off_feeders(pool: Pool) {
     let err = gridmesh_db::insert_grid_node(&pool, &orphan).await.unwrap_err();
     assert_eq!(constraint(err), "grid_nodes_parent_id_fkey");
 
-    let on_transformer = Site { id: SiteId::new_random(), feeder: f.transformer, ..f.site.clone() };
+    let on_transformer = Site { id: SiteId::new_random(), feeder: Some(f.transformer), ..f.site.clone() };
     let err = gridmesh_db::insert_site(&pool, &on_transformer).await.unwrap_err();
     assert_eq!(constraint(err), "sites_feeder");
 

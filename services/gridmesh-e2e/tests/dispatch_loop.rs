@@ -122,7 +122,7 @@ async fn a_feeder_cap_is_held_by_the_batteries_in_the_measured_telemetry(pool: P
     gridmesh_db::create_utility_request(
         &pool,
         &NewUtilityRequest {
-            node: Some(feeder),
+            node: feeder,
             kind: RequestKind::Cap,
             power_w: cap,
             starts_at: chrono::Utc::now() - chrono::Duration::seconds(1),

@@ -194,10 +194,11 @@ async fn site_without_agent(pool: &PgPool) -> gridmesh_core::SiteId {
     let site = Site {
         id: SiteId::new_random(),
         owner: owner.id,
-        feeder,
+        feeder: Some(feeder),
         name: "home".into(),
         location: Some(GeoPoint { lat: 52.5, lon: 13.4 }),
         rated_pv: Watts(5_000),
+        pv_orientation: None,
         battery: None,
         grid: GridConnection { import_limit: Watts(10_000), export_limit: Watts(5_000) },
     };

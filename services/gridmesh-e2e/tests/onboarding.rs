@@ -1,7 +1,7 @@
 //! Onboarding end to end, as people do it: a utility imports its grid, a new owner registers a
-//! home and the utility assigns it to a feeder; the owner asks for a code, and an agent on a
-//! SunSpec device, configured with nothing but the device and the broker, enrols with it; its
-//! readings are stored and the next plan includes the home. Rotating the agent's key keeps the
+//! home and asks for a code, and an agent on a SunSpec device, configured with nothing but the
+//! device, enrols with it; its first readings are stored while the home is pending (and no plan
+//! includes it yet); the utility assigns the feeder and the next plan includes the home. Rotating the agent's key keeps the
 //! readings flowing and the old key is refused; once the home is decommissioned, its agent's
 //! readings are refused.
 
@@ -92,23 +92,20 @@ async fn a_new_home_is_onboarded_and_leaves_again(pool: PgPool) {
     let feeder =
         nodes["items"].as_array().unwrap().iter().find(|n| n["code"] == "FDR-OAK-1").unwrap()["id"].clone();
 
-    // The owner registers the home; the utility assigns it.
+    // The owner registers the home: pending, no feeder yet.
     let home = json!({ "name": "Ada's house", "location": { "lat": 52.5, "lon": 13.4 }, "rated_pv_w": 5000,
+                       "pv_orientation": { "azimuth_deg": 180, "tilt_deg": 35 },
                        "grid": { "import_limit_w": 17000, "export_limit_w": 5000 } });
     let (status, pending) = call(&http, M::POST, format!("{api}/v1/sites"), &owner, Some(home)).await;
     assert_eq!(status, 201, "{pending}");
+    assert_eq!(
+        (pending["status"].as_str(), &pending["feeder"]),
+        (Some("pending"), &Value::Null),
+        "{pending}"
+    );
     let site: SiteId = pending["id"].as_str().unwrap().parse().unwrap();
-    let (status, _) = call(
-        &http,
-        M::POST,
-        format!("{api}/v1/sites/{site}/assign"),
-        &utility,
-        Some(json!({ "feeder": feeder })),
-    )
-    .await;
-    assert_eq!(status, 200);
 
-    // A code, and an agent that enrols with it.
+    // A code, and an agent that enrols with it while the home waits for its feeder.
     let (_, code) =
         call(&http, M::POST, format!("{api}/v1/sites/{site}/enrolment-codes"), &owner, Some(json!({}))).await;
     let code = code["code"].as_str().unwrap().to_owned();
@@ -152,19 +149,46 @@ async fn a_new_home_is_onboarded_and_leaves_again(pool: PgPool) {
         gridmesh_e2e::Ingest::start(pool.clone(), broker.port, "onboarding-ingest", server_key.clone());
     let (halt_agent, agent_halted) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(gridmesh_agent::run::run(cfg.clone(), first_key.clone(), agent_halted));
-    let (agent_id, seq) =
-        reading_after(&pool, site, None, Duration::from_secs(30)).await.expect("a first reading");
+    let (agent_id, seq) = reading_after(&pool, site, None, Duration::from_secs(30))
+        .await
+        .expect("a first reading while pending");
     assert_eq!(agent_id, enrolled.agent);
 
-    // The next plan includes the home.
+    // Pending: not planned, and it cannot trade.
     let settings = gridmesh_server::jobs::dispatch::DispatchSettings {
         plan: gridmesh_optimizer::grid::PlanSettings { steps: 4, ..Default::default() },
         ..Default::default()
     };
-    let made = gridmesh_server::jobs::dispatch::plan_once(&pool, &settings, chrono::Utc::now(), "test")
-        .await
-        .unwrap();
-    assert!(made.instance.sites.iter().any(|s| s.id == site.to_string()), "the plan has the home");
+    let plans_home = async || {
+        let made = gridmesh_server::jobs::dispatch::plan_once(&pool, &settings, chrono::Utc::now(), "test")
+            .await
+            .unwrap();
+        made.instance.sites.iter().any(|s| s.id == site.to_string())
+    };
+    assert!(!plans_home().await, "a pending home is not planned");
+    let next = gridmesh_core::Period::containing(chrono::Utc::now()).next().next();
+    let order = json!({ "site": site, "period": next.start(), "side": "sell", "price_per_kwh": 10, "energy_wh": 100 });
+    let (status, refused) =
+        call(&http, M::POST, format!("{api}/v1/market/orders"), &owner, Some(order.clone())).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("pending"), "{refused}");
+
+    // The utility assigns the feeder; the next plan includes the home, and it trades.
+    let (status, assigned) = call(
+        &http,
+        M::POST,
+        format!("{api}/v1/sites/{site}/assign"),
+        &utility,
+        Some(json!({ "feeder": feeder })),
+    )
+    .await;
+    assert_eq!(status, 200, "{assigned}");
+    assert!(plans_home().await, "the plan has the home once it is assigned");
+    let (status, placed) = call(&http, M::POST, format!("{api}/v1/market/orders"), &owner, Some(order)).await;
+    assert_eq!(status, 201, "{placed}");
+    let (_, shown) = call(&http, M::GET, format!("{api}/v1/sites/{site}"), &owner, None).await;
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["pv_orientation"], json!({ "azimuth_deg": 180, "tilt_deg": 35 }), "{shown}");
 
     // Key rotation: the box gets a new key, readings go on, the old key is refused.
     let _ = halt_agent.send(true);

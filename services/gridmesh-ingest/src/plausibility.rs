@@ -183,8 +183,9 @@ mod tests {
             id: SiteId::from_bytes([1; 16]),
             owner: gridmesh_core::UserId::from_bytes([3; 16]),
             name: "test site".into(),
-            feeder: gridmesh_core::GridNodeId::from_bytes([2; 16]),
+            feeder: Some(gridmesh_core::GridNodeId::from_bytes([2; 16])),
             rated_pv: Watts(8_000),
+            pv_orientation: None,
             battery: Some(BatterySpec {
                 capacity: WattHours(10_000),
                 max_charge: Watts(5_000),

@@ -376,10 +376,11 @@ mod tests {
         let site = Site {
             id: SiteId::from_bytes([2; 16]),
             owner: UserId::from_bytes([3; 16]),
-            feeder,
+            feeder: Some(feeder),
             name: "home".into(),
             location: None,
             rated_pv: Watts(6_000),
+            pv_orientation: None,
             battery: Some(BatterySpec {
                 capacity: WattHours(10_000),
                 max_charge: Watts(4_000),

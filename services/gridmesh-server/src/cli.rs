@@ -190,35 +190,33 @@ async fn site(command: crate::config::SiteCommand) -> anyhow::Result<()> {
         SiteCommand::List { db, pending } => {
             let pool = connect_db(&db).await?;
             let mut text = String::new();
+            let line = |text: &mut String, h: &gridmesh_db::Home| {
+                let s = &h.site;
+                text.push_str(&format!(
+                    "{}\t{}\t{}\t{}\t{}\tPV {} kW\timport {} kW\t{}\n",
+                    s.id,
+                    s.owner,
+                    h.status().as_str(),
+                    s.feeder.map_or_else(|| "-".to_owned(), |f| f.to_string()),
+                    s.name,
+                    kw(s.rated_pv),
+                    kw(s.grid.import_limit),
+                    h.address.as_deref().unwrap_or("")
+                ));
+            };
             if pending {
-                for r in gridmesh_db::pending_homes(&pool, None).await? {
-                    text.push_str(&format!(
-                        "{}\t{}\tpending\t{}\tPV {} kW\timport {} kW\t{}\n",
-                        r.id,
-                        r.owner,
-                        r.name,
-                        kw(r.rated_pv),
-                        kw(r.grid.import_limit),
-                        r.address.as_deref().unwrap_or("")
-                    ));
+                for h in gridmesh_db::pending_homes(&pool, None).await? {
+                    line(&mut text, &h);
                 }
             } else {
                 let mut after = None;
                 loop {
-                    let page = gridmesh_db::list_sites(&pool, None, after, 1_000).await?;
-                    for s in &page {
-                        text.push_str(&format!(
-                            "{}\t{}\t{}\t{}\tPV {} kW\timport {} kW\n",
-                            s.id,
-                            s.owner,
-                            s.feeder,
-                            s.name,
-                            kw(s.rated_pv),
-                            kw(s.grid.import_limit)
-                        ));
+                    let page = gridmesh_db::list_homes(&pool, None, after, 1_000).await?;
+                    for h in &page {
+                        line(&mut text, h);
                     }
                     match page.last() {
-                        Some(last) if page.len() == 1_000 => after = Some(last.id),
+                        Some(last) if page.len() == 1_000 => after = Some(last.site.id),
                         _ => break,
                     }
                 }
@@ -227,22 +225,20 @@ async fn site(command: crate::config::SiteCommand) -> anyhow::Result<()> {
         }
         SiteCommand::Show { db, id } => {
             let pool = connect_db(&db).await?;
-            let Some(s) = gridmesh_db::get_site(&pool, id).await? else {
-                if let Some(r) = gridmesh_db::pending_home(&pool, id).await? {
-                    return out(format_args!(
-                        "{} ({}) owner {}: pending, waiting for its feeder\n",
-                        r.name, r.id, r.owner
-                    ));
-                }
+            let Some(h) = gridmesh_db::get_home(&pool, id).await? else {
                 anyhow::bail!("no home with id {id}");
             };
+            let s = &h.site;
             let mut text = format!(
-                "{} ({})\nowner {}\nfeeder {}\nPV {} kW, import {} kW, export {} kW{}\n",
+                "{} ({})\nowner {}\nstatus {}\nfeeder {}\nPV {} kW{}, import {} kW, export {} kW{}\n",
                 s.name,
                 s.id,
                 s.owner,
-                s.feeder,
+                h.status().as_str(),
+                s.feeder.map_or_else(|| "none yet (pending)".to_owned(), |f| f.to_string()),
                 kw(s.rated_pv),
+                s.pv_orientation
+                    .map_or(String::new(), |o| format!(" facing {}° tilted {}°", o.azimuth_deg, o.tilt_deg)),
                 kw(s.grid.import_limit),
                 kw(s.grid.export_limit),
                 s.battery.map_or(String::new(), |b| format!(
@@ -250,7 +246,14 @@ async fn site(command: crate::config::SiteCommand) -> anyhow::Result<()> {
                     b.capacity.get() as f64 / 1_000.0
                 ))
             );
-            if let Some(at) = gridmesh_db::decommissioned_at(&pool, id).await? {
+            if let Some(a) = &h.address {
+                text.push_str(&format!("address {a}\n"));
+            }
+            text.push_str(&format!("registered at {}\n", h.registered_at));
+            if let Some(at) = h.assigned_at {
+                text.push_str(&format!("assigned at {at}\n"));
+            }
+            if let Some(at) = h.decommissioned_at {
                 text.push_str(&format!("decommissioned at {at}\n"));
             }
             for a in gridmesh_db::list_agents(&pool, id).await? {
@@ -277,7 +280,10 @@ async fn site(command: crate::config::SiteCommand) -> anyhow::Result<()> {
                 Ok(Some(site)) => {
                     out(format_args!("{} is on feeder {} ({})\n", site.id, node.file_code(), node.node.name))
                 }
-                Ok(None) => anyhow::bail!("no pending home with id {id}"),
+                Ok(None) => match gridmesh_db::get_home(&pool, id).await? {
+                    Some(h) => anyhow::bail!("the home {id} is {}, not pending", h.status().as_str()),
+                    None => anyhow::bail!("no home with id {id}"),
+                },
                 Err(e) if e.constraint() == Some("sites_feeder") => {
                     anyhow::bail!(
                         "{} is a {}, not a feeder: homes hang off feeders",

@@ -301,17 +301,18 @@ async fn operators_list_show_and_assign_homes_from_the_command_line(pool: PgPool
     let id = SiteId::new_random();
     gridmesh_db::register_home(
         &pool,
-        &gridmesh_db::Registration {
+        &gridmesh_core::Site {
             id,
             owner: owner.id,
+            feeder: None,
             name: "Ada's house".into(),
-            address: Some("3 Oak Lane".into()),
             location: Some(GeoPoint { lat: 52.5, lon: 13.4 }),
             rated_pv: Watts(5_000),
+            pv_orientation: None,
             battery: None,
             grid: GridConnection { import_limit: Watts(17_000), export_limit: Watts(5_000) },
-            created_at: chrono::Utc::now(),
         },
+        Some("3 Oak Lane"),
     )
     .await
     .unwrap();
@@ -333,11 +334,14 @@ async fn operators_list_show_and_assign_homes_from_the_command_line(pool: PgPool
         text(run(&["site", "assign", "--database-url", &url, &id.to_string(), "--feeder", "F1"]));
     assert!(ok && assigned.contains("is on feeder F1 (Feeder 1)"), "{assigned}");
     let (ok, listed) = text(run(&["site", "list", "--database-url", &url]));
-    assert!(ok && listed.contains(&id.to_string()) && listed.contains("PV 5 kW"), "{listed}");
+    assert!(
+        ok && listed.contains(&id.to_string()) && listed.contains("active") && listed.contains("PV 5 kW"),
+        "{listed}"
+    );
     let (ok, shown) = text(run(&["site", "show", "--database-url", &url, &id.to_string()]));
     assert!(ok && shown.contains("Ada's house") && shown.contains("import 17 kW"), "{shown}");
     let (ok, again) =
         text(run(&["site", "assign", "--database-url", &url, &id.to_string(), "--feeder", "F1"]));
-    assert!(!ok && again.contains("no pending home"), "{again}");
+    assert!(!ok && again.contains("is active, not pending"), "{again}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,10 +41,11 @@ async fn requests_plans_and_setpoints(pool: PgPool) {
         &Site {
             id: site,
             owner: home_id,
-            feeder,
+            feeder: Some(feeder),
             name: "home".into(),
             location: None,
             rated_pv: Watts(6_000),
+            pv_orientation: None,
             battery: Some(BatterySpec {
                 capacity: WattHours(10_000),
                 max_charge: Watts(4_000),

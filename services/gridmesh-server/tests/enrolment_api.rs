@@ -29,10 +29,11 @@ async fn home(pool: &PgPool, owner: gridmesh_core::UserId) -> SiteId {
     let site = Site {
         id: SiteId::new_random(),
         owner,
-        feeder,
+        feeder: Some(feeder),
         name: "home".into(),
         location: None,
         rated_pv: Watts(4_000),
+        pv_orientation: None,
         battery: None,
         grid: GridConnection { import_limit: Watts(10_000), export_limit: Watts(4_000) },
     };

@@ -116,7 +116,7 @@ async fn provisioning_is_idempotent_operator_only_and_names_bad_fields(pool: PgP
     assert_eq!(first[3]["battery"]["capacity_wh"], 10_000);
     assert_eq!(first[4], json!({ "agent_id": agent, "site_id": site, "public_key": key, "next_seq": 0 }));
     let stored = gridmesh_db::get_site(&pool, site).await.unwrap().unwrap();
-    assert_eq!((stored.owner, stored.feeder, stored.name.as_str()), (owner, feeder, "Elm Row 1"));
+    assert_eq!((stored.owner, stored.feeder, stored.name.as_str()), (owner, Some(feeder), "Elm Row 1"));
     let enrolled = gridmesh_db::find_active_key(&pool, KeyPair::from_seed([0x61; 32]).public().as_bytes())
         .await
         .unwrap()

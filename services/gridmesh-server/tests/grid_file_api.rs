@@ -68,10 +68,11 @@ async fn a_grid_file_imports_once_exports_back_and_bad_files_change_nothing(pool
     let site = Site {
         id: SiteId::new_random(),
         owner: owner_id,
-        feeder: f2.node.id,
+        feeder: Some(f2.node.id),
         name: "home".into(),
         location: None,
         rated_pv: Watts(4_000),
+        pv_orientation: None,
         battery: None,
         grid: GridConnection { import_limit: Watts(25_000), export_limit: Watts(4_000) },
     };

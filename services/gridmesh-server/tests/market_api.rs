@@ -32,10 +32,11 @@ async fn site(pool: &PgPool, owner: UserId, feeder: GridNodeId, battery: bool) -
     let s = Site {
         id: SiteId::new_random(),
         owner,
-        feeder,
+        feeder: Some(feeder),
         name: "home".into(),
         location: None,
         rated_pv: Watts(8_000),
+        pv_orientation: None,
         battery: battery.then_some(BatterySpec {
             capacity: WattHours(10_000),
             max_charge: Watts(4_000),

@@ -57,14 +57,19 @@ async fn meter(pool: &PgPool, homes: &mut [SimHome], from: Period, to: Period) {
 async fn cleared_period(pool: &PgPool, p: Period) -> Vec<SimHome> {
     let mut homes =
         provision(pool, "anchor lane", 2, GeoPoint { lat: 52.5, lon: 13.4 }, Speaker::Loadgen).await.unwrap();
-    sqlx::query("UPDATE sites SET created_at = now() - interval '2 days'").execute(pool).await.unwrap();
+    sqlx::query(
+        "UPDATE sites SET created_at = now() - interval '2 days', assigned_at = now() - interval '2 days'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     meter(pool, &mut homes, p.prev(), p.offset(2)).await;
     let site0 = gridmesh_db::get_site(pool, homes[0].site).await.unwrap().unwrap();
     let owner = site0.owner;
     for (home, side, price) in [(&homes[0], Side::Sell, 10), (&homes[1], Side::Buy, 20)] {
         let o = NewOrder {
             site: home.site,
-            zone: site0.feeder,
+            zone: site0.feeder.unwrap(),
             period: p,
             side,
             price,

@@ -21,10 +21,11 @@ async fn home(pool: &PgPool, owner: UserId, feeder: gridmesh_core::GridNodeId) -
     let site = Site {
         id: SiteId::new_random(),
         owner,
-        feeder,
+        feeder: Some(feeder),
         name: "home".into(),
         location: None,
         rated_pv: Watts(4_000),
+        pv_orientation: None,
         battery: None,
         grid: GridConnection { import_limit: Watts(10_000), export_limit: Watts(4_000) },
     };
@@ -241,8 +242,26 @@ async fn a_home_is_registered_assigned_edited_and_decommissioned(pool: PgPool) {
         item["owner"].is_null() && item["address"].is_null() && item["grid"]["import_limit_w"] == 17000,
         "{item}"
     );
-    // Not planned while pending.
+    // Not planned while pending, but its owner sees it among her homes and may enrol its agent.
     assert!(gridmesh_db::load_topology(&pool).await.unwrap().sites_on(id("F1")).is_empty());
+    let (_, mine) = api.call(Method::GET, "/v1/sites", &ada, None).await;
+    assert_eq!(
+        (
+            mine["items"][0]["status"].as_str(),
+            &mine["items"][0]["feeder"],
+            mine["items"][0]["address"].as_str()
+        ),
+        (Some("pending"), &serde_json::Value::Null, Some("3 Oak Lane")),
+        "{mine}"
+    );
+    let (status, code) =
+        api.call(Method::POST, &format!("/v1/sites/{site}/enrolment-codes"), &ada, Some(json!({}))).await;
+    assert_eq!(status, 201, "{code}");
+    let mut turned = home.clone();
+    turned["pv_orientation"] = json!({ "azimuth_deg": 400, "tilt_deg": 30 });
+    let (status, refused) = api.call(Method::POST, "/v1/sites", &ada, Some(turned)).await;
+    assert_eq!(status, 422);
+    assert!(refused["detail"].as_str().unwrap().contains("pv_orientation.azimuth_deg"), "{refused}");
 
     // Assigned by the utility: a transformer is refused and the home stays pending.
     let assign = format!("/v1/sites/{site}/assign");
@@ -258,17 +277,31 @@ async fn a_home_is_registered_assigned_edited_and_decommissioned(pool: PgPool) {
         api.call(Method::POST, &assign, &utility, Some(json!({ "feeder": id("F1") }))).await;
     assert_eq!(status, 200, "{assigned}");
     assert_eq!(assigned["feeder"], id("F1").to_string());
-    assert_eq!(api.call(Method::POST, &assign, &utility, Some(json!({ "feeder": id("F1") }))).await.0, 404);
+    assert_eq!(api.call(Method::GET, "/v1/sites/pending", &ada, None).await.1["items"], json!([]));
+    let (status, again) =
+        api.call(Method::POST, &assign, &utility, Some(json!({ "feeder": id("F1") }))).await;
+    assert_eq!(status, 409, "{again}");
+    assert!(again["detail"].as_str().unwrap().contains("is on feeder"), "{again}");
+    let nobody = format!("/v1/sites/{}/assign", SiteId::new_random());
+    assert_eq!(api.call(Method::POST, &nobody, &utility, Some(json!({ "feeder": id("F1") }))).await.0, 404);
     let site_id: SiteId = site.parse().unwrap();
     assert_eq!(gridmesh_db::load_topology(&pool).await.unwrap().sites_on(id("F1")), &[site_id]);
     let one = format!("/v1/sites/{site}");
     assert_eq!(api.call(Method::GET, &one, &ada, None).await.1["name"], "Ada's house");
 
     // Edited by its owner.
-    let (status, edited) =
-        api.call(Method::PATCH, &one, &ada, Some(json!({ "rated_pv_w": 8000, "battery": null }))).await;
+    let (status, edited) = api
+        .call(
+            Method::PATCH,
+            &one,
+            &ada,
+            Some(json!({ "rated_pv_w": 8000, "battery": null, "pv_orientation": { "azimuth_deg": 135, "tilt_deg": 20 } })),
+        )
+        .await;
     assert_eq!(status, 200, "{edited}");
     assert!(edited["battery"].is_null() && edited["rated_pv_w"] == 8000, "{edited}");
+    assert_eq!(edited["pv_orientation"], json!({ "azimuth_deg": 135, "tilt_deg": 20 }), "{edited}");
+    assert_eq!(edited["status"], "active", "{edited}");
     // The ratings it replaced are kept for readings measured before; a new name changes none.
     let current = gridmesh_db::get_site(&pool, site_id).await.unwrap().unwrap();
     let history = gridmesh_db::rating_history(&pool, &current).await.unwrap();

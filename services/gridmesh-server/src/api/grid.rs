@@ -6,11 +6,12 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use gridmesh_core::{
-    AgentId, BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, Role, Site,
-    SiteError, SiteId, UserId, WattHours, Watts,
+    AgentId, BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, GridNodeKind, PvOrientation, Role,
+    Site, SiteError, SiteId, UserId, WattHours, Watts,
 };
-use gridmesh_db::{AgentEnrolment, DbError, Ensured, User};
+use gridmesh_db::{AgentEnrolment, DbError, Ensured, Home, User};
 use gridmesh_wire::PublicKey;
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +122,28 @@ pub struct ConnectionIo {
     pub(crate) export_limit_w: i64,
 }
 
+/// A PV array's orientation in a site body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrientationIo {
+    /// Degrees clockwise from north, 0 to 359 (180 faces south).
+    pub(crate) azimuth_deg: i16,
+    /// Degrees from horizontal, 0 to 90.
+    pub(crate) tilt_deg: i16,
+}
+
+impl From<OrientationIo> for PvOrientation {
+    fn from(o: OrientationIo) -> Self {
+        PvOrientation { azimuth_deg: o.azimuth_deg, tilt_deg: o.tilt_deg }
+    }
+}
+
+impl From<PvOrientation> for OrientationIo {
+    fn from(o: PvOrientation) -> Self {
+        OrientationIo { azimuth_deg: o.azimuth_deg, tilt_deg: o.tilt_deg }
+    }
+}
+
 /// A location in a site body (WGS84 degrees).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,43 +186,79 @@ pub struct SiteIn {
     #[serde(default)]
     rated_pv_w: i64,
     #[serde(default)]
+    pv_orientation: Option<OrientationIo>,
+    #[serde(default)]
     battery: Option<BatteryIo>,
     grid: ConnectionIo,
 }
 
-/// A site as the API shows it.
+/// A home as the API shows it to whoever may see it (its owner, operators, regulators).
 #[derive(Debug, Serialize)]
 pub struct SiteOut {
     id: SiteId,
     owner: UserId,
-    feeder: GridNodeId,
+    /// `pending` (no feeder yet), `active` or `decommissioned`.
+    status: &'static str,
+    /// `null` while pending.
+    feeder: Option<GridNodeId>,
     name: String,
+    /// The address as the owner typed it.
+    address: Option<String>,
     location: Option<LocationIo>,
     rated_pv_w: i64,
+    pv_orientation: Option<OrientationIo>,
     battery: Option<BatteryIo>,
     grid: ConnectionIo,
+    registered_at: DateTime<Utc>,
+    assigned_at: Option<DateTime<Utc>>,
+    decommissioned_at: Option<DateTime<Utc>>,
 }
 
-impl From<Site> for SiteOut {
-    fn from(s: Site) -> Self {
+impl From<Home> for SiteOut {
+    fn from(h: Home) -> Self {
+        let status = h.status().as_str();
+        let s = h.site;
         Self {
             id: s.id,
             owner: s.owner,
+            status,
             feeder: s.feeder,
             name: s.name,
+            address: h.address,
             location: s.location.map(|l| LocationIo { lat: l.lat, lon: l.lon }),
             rated_pv_w: s.rated_pv.get(),
-            battery: s.battery.map(|b| BatteryIo {
-                capacity_wh: b.capacity.get(),
-                max_charge_w: b.max_charge.get(),
-                max_discharge_w: b.max_discharge.get(),
-            }),
-            grid: ConnectionIo {
-                import_limit_w: s.grid.import_limit.get(),
-                export_limit_w: s.grid.export_limit.get(),
-            },
+            pv_orientation: s.pv_orientation.map(OrientationIo::from),
+            battery: s.battery.map(BatteryIo::from),
+            grid: s.grid.into(),
+            registered_at: h.registered_at,
+            assigned_at: h.assigned_at,
+            decommissioned_at: h.decommissioned_at,
         }
     }
+}
+
+impl From<BatterySpec> for BatteryIo {
+    fn from(b: BatterySpec) -> Self {
+        BatteryIo {
+            capacity_wh: b.capacity.get(),
+            max_charge_w: b.max_charge.get(),
+            max_discharge_w: b.max_discharge.get(),
+        }
+    }
+}
+
+impl From<GridConnection> for ConnectionIo {
+    fn from(g: GridConnection) -> Self {
+        ConnectionIo { import_limit_w: g.import_limit.get(), export_limit_w: g.export_limit.get() }
+    }
+}
+
+/// The home as stored now, for an answer.
+pub(crate) async fn home_out(state: &AppState, id: SiteId) -> Result<SiteOut, ApiError> {
+    gridmesh_db::get_home(&state.pool, id)
+        .await?
+        .map(SiteOut::from)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the home {id} vanished")))
 }
 
 /// The field of the API body that a [`SiteError`] is about.
@@ -216,6 +275,7 @@ pub(crate) fn site_error(e: &SiteError) -> ApiError {
         },
         SiteError::BadLocation { .. } => "location",
         SiteError::BadName(_) => "name",
+        SiteError::BadOrientation { field, .. } => field,
     };
     ApiError::invalid(field, e.to_string())
 }
@@ -231,10 +291,11 @@ pub async fn put_site(
     let site = Site {
         id,
         owner: body.owner,
-        feeder: body.feeder,
+        feeder: Some(body.feeder),
         name: body.name.trim().to_owned(),
         location: body.location.map(GeoPoint::from),
         rated_pv: Watts(body.rated_pv_w),
+        pv_orientation: body.pv_orientation.map(PvOrientation::from),
         battery: body.battery.map(BatterySpec::from),
         grid: body.grid.into(),
     };
@@ -242,9 +303,9 @@ pub async fn put_site(
     site.validate().map_err(|e| site_error(&e))?;
     let ensured = gridmesh_db::ensure_site(&state.pool, &site).await?;
     if ensured.created {
-        tracing::info!(site = %id, owner = %site.owner, feeder = %site.feeder, "site created");
+        tracing::info!(site = %id, owner = %site.owner, feeder = %body.feeder, "site created");
     }
-    Ok((status(&ensured), Json(ensured.stored.into())))
+    Ok((status(&ensured), Json(home_out(&state, id).await?)))
 }
 
 /// Body of `PUT /v1/users/{id}`.

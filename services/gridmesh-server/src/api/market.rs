@@ -26,8 +26,13 @@ const TRADERS: &[Role] = &[Role::Homeowner, Role::Prosumer, Role::Operator];
 /// Roles that read lists of orders, trades and strategies (their own, or all for [`SEE_ALL`]).
 const READERS: &[Role] = &[Role::Homeowner, Role::Prosumer, Role::Operator, Role::Regulator];
 
-/// The site named in a request, if it exists and the caller may trade for it.
-async fn tradable_site(state: &AppState, caller: &Authenticated, id: SiteId) -> Result<Site, ApiError> {
+/// The site named in a request and its feeder (its market zone), if it exists, is assigned,
+/// and the caller may trade for it.
+async fn tradable_site(
+    state: &AppState,
+    caller: &Authenticated,
+    id: SiteId,
+) -> Result<(Site, GridNodeId), ApiError> {
     caller.require(TRADERS)?;
     let site = gridmesh_db::get_site(&state.pool, id)
         .await?
@@ -38,7 +43,12 @@ async fn tradable_site(state: &AppState, caller: &Authenticated, id: SiteId) -> 
         )));
     }
     super::sites::require_active(state, id).await?;
-    Ok(site)
+    let zone = site.feeder.ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "the home {id} is pending: it trades once a utility or an operator has assigned it to a feeder"
+        ))
+    })?;
+    Ok((site, zone))
 }
 
 /// Whose orders and trades the caller sees: `None` for everyone's.
@@ -174,12 +184,12 @@ pub async fn place(
     caller: Authenticated,
     Json(body): Json<PlaceOrder>,
 ) -> Result<(StatusCode, Json<OrderOut>), ApiError> {
-    let site = tradable_site(&state, &caller, body.site).await?;
+    let (site, zone) = tradable_site(&state, &caller, body.site).await?;
     let period = parse_period("period", body.period)?;
     check_order(&state, &site, period, body.side, body.price_per_kwh, body.energy_wh)?;
     let order = NewOrder {
         site: site.id,
-        zone: site.feeder,
+        zone,
         period,
         side: body.side,
         price: body.price_per_kwh,
@@ -248,11 +258,11 @@ pub async fn replace(
     Json(body): Json<ReplaceOrder>,
 ) -> Result<(StatusCode, Json<OrderOut>), ApiError> {
     let (old, site) = visible_order(&state, &caller, id).await?;
-    tradable_site(&state, &caller, site.id).await?;
+    let (_, zone) = tradable_site(&state, &caller, site.id).await?;
     check_order(&state, &site, old.period, old.side, body.price_per_kwh, body.energy_wh)?;
     let order = NewOrder {
         site: site.id,
-        zone: site.feeder,
+        zone,
         period: old.period,
         side: old.side,
         price: body.price_per_kwh,
@@ -599,7 +609,7 @@ pub async fn create_strategy(
     caller: Authenticated,
     Json(body): Json<NewStrategy>,
 ) -> Result<(StatusCode, Json<StrategyOut>), ApiError> {
-    let site = tradable_site(&state, &caller, body.site).await?;
+    let (site, _) = tradable_site(&state, &caller, body.site).await?;
     body.strategy
         .validate(state.market.rules.max_price)
         .map_err(|e| ApiError::invalid("strategy", e.to_string()))?;

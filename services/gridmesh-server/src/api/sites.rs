@@ -1,6 +1,7 @@
 //! Homes over their life and the grid's nodes. A homeowner or prosumer registers a home (it
-//! waits, pending, for its feeder); a utility or an operator assigns it to a feeder, and only
-//! then is it planned, does it trade and settle; its owner edits its ratings and finally
+//! waits, pending, for its feeder, but its agent may enrol and report already); a utility or an
+//! operator assigns it to a feeder, and only then is it planned, does it trade and settle; its
+//! owner edits its ratings and finally
 //! decommissions it (history kept, agents revoked, strategies stopped). Owners see their own
 //! homes, operators and regulators every home; utilities see no household's home beyond what
 //! assignment needs (a pending home's ratings and location, without owner or address).
@@ -9,13 +10,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use gridmesh_core::{
-    BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, Role, Site, SiteId, UserId, Watts,
+    BatterySpec, GeoPoint, GridConnection, GridNode, GridNodeId, PvOrientation, Role, Site, SiteId, UserId,
+    Watts,
 };
-use gridmesh_db::Registration;
+use gridmesh_db::Home;
 use serde::{Deserialize, Serialize};
 
 use super::Page;
-use super::grid::{BatteryIo, ConnectionIo, LocationIo, SiteOut, site_error};
+use super::grid::{BatteryIo, ConnectionIo, LocationIo, OrientationIo, SiteOut, home_out, site_error};
 use crate::auth::Authenticated;
 use crate::error::{Json, Path, Query};
 use crate::{ApiError, AppState};
@@ -31,7 +33,7 @@ pub struct ListParams {
 }
 
 /// `GET /v1/sites?after=&limit=`: the caller's own homes (homeowners, prosumers), or every home
-/// (operators, regulators), by id.
+/// (operators, regulators), by id, pending, active and decommissioned alike.
 pub async fn list(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -42,8 +44,8 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
-    let sites = gridmesh_db::list_sites(&state.pool, caller.visible_owner(), params.after, limit).await?;
-    Ok(Json(Page::new(sites, limit, |s| s.id.to_string(), SiteOut::from)))
+    let homes = gridmesh_db::list_homes(&state.pool, caller.visible_owner(), params.after, limit).await?;
+    Ok(Json(Page::new(homes, limit, |h| h.site.id.to_string(), SiteOut::from)))
 }
 
 /// `GET /v1/sites/{id}`: one home, for whoever may see it.
@@ -52,7 +54,8 @@ pub async fn get_one(
     caller: Authenticated,
     Path(id): Path<SiteId>,
 ) -> Result<Json<SiteOut>, ApiError> {
-    Ok(Json(caller.require_site(&state, id).await?.into()))
+    caller.require_site(&state, id).await?;
+    Ok(Json(home_out(&state, id).await?))
 }
 
 /// Who describes the grid.
@@ -207,6 +210,7 @@ pub struct RegisterIn {
     location: Option<LocationIo>,
     #[serde(default)]
     rated_pv_w: i64,
+    pv_orientation: Option<OrientationIo>,
     battery: Option<BatteryIo>,
     grid: ConnectionIo,
 }
@@ -227,6 +231,7 @@ pub struct PendingOut {
     address: Option<String>,
     location: Option<LocationIo>,
     rated_pv_w: i64,
+    pv_orientation: Option<OrientationIo>,
     battery: Option<BatteryIo>,
     grid: ConnectionIo,
     registered_at: DateTime<Utc>,
@@ -235,36 +240,31 @@ pub struct PendingOut {
 /// A pending home as its owner, operators and regulators see it (`personal`), or as a utility
 /// does: enough to pick its feeder, not who lives where (no owner, name or address; the
 /// location rounded to about 100 m).
-fn pending_out(r: Registration, personal: bool) -> PendingOut {
+fn pending_out(h: Home, personal: bool) -> PendingOut {
     let round = |x: f64| if personal { x } else { (x * 1_000.0).round() / 1_000.0 };
+    let s = h.site;
     PendingOut {
-        id: r.id,
+        id: s.id,
         status: "pending",
-        owner: personal.then_some(r.owner),
-        name: personal.then_some(r.name),
-        address: r.address.filter(|_| personal),
-        location: r.location.map(|l| LocationIo { lat: round(l.lat), lon: round(l.lon) }),
-        rated_pv_w: r.rated_pv.get(),
-        battery: r.battery.map(|b| BatteryIo {
-            capacity_wh: b.capacity.get(),
-            max_charge_w: b.max_charge.get(),
-            max_discharge_w: b.max_discharge.get(),
-        }),
-        grid: ConnectionIo {
-            import_limit_w: r.grid.import_limit.get(),
-            export_limit_w: r.grid.export_limit.get(),
-        },
-        registered_at: r.created_at,
+        owner: personal.then_some(s.owner),
+        name: personal.then_some(s.name),
+        address: h.address.filter(|_| personal),
+        location: s.location.map(|l| LocationIo { lat: round(l.lat), lon: round(l.lon) }),
+        rated_pv_w: s.rated_pv.get(),
+        pv_orientation: s.pv_orientation.map(OrientationIo::from),
+        battery: s.battery.map(BatteryIo::from),
+        grid: ConnectionIo::from(s.grid),
+        registered_at: h.registered_at,
     }
 }
 
 /// `POST /v1/sites` (homeowner, prosumer: their own; operator: anyone's): registers a home,
-/// pending until it is assigned to a feeder.
+/// pending until it is assigned to a feeder; its owner may ask for enrolment codes at once.
 pub async fn register(
     State(state): State<AppState>,
     caller: Authenticated,
     Json(body): Json<RegisterIn>,
-) -> Result<(StatusCode, Json<PendingOut>), ApiError> {
+) -> Result<(StatusCode, Json<SiteOut>), ApiError> {
     let me = caller.require(&[Role::Homeowner, Role::Prosumer, Role::Operator])?;
     let owner = match body.owner {
         Some(o) if o != me.user_id && me.role != Role::Operator => {
@@ -276,25 +276,22 @@ pub async fn register(
     if body.address.as_ref().is_some_and(|a| a.chars().count() > 500) {
         return Err(ApiError::invalid("address", "must be at most 500 characters"));
     }
-    let registration = Registration {
+    let site = Site {
         id: SiteId::new_random(),
         owner,
+        feeder: None,
         name: body.name.trim().to_owned(),
-        address: body.address.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()),
         location: body.location.map(GeoPoint::from),
         rated_pv: Watts(body.rated_pv_w),
+        pv_orientation: body.pv_orientation.map(PvOrientation::from),
         battery: body.battery.map(BatterySpec::from),
         grid: body.grid.into(),
-        created_at: Utc::now(),
     };
-    // The site's own checks (names, ratings, location); the feeder is not part of them.
-    registration.on_feeder(GridNodeId::from_bytes([0; 16])).validate().map_err(|e| site_error(&e))?;
-    gridmesh_db::register_home(&state.pool, &registration).await?;
-    tracing::info!(site = %registration.id, "home registered, pending its feeder");
-    let stored = gridmesh_db::pending_home(&state.pool, registration.id)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a registration vanished")))?;
-    Ok((StatusCode::CREATED, Json(pending_out(stored, true))))
+    site.validate().map_err(|e| site_error(&e))?;
+    let address = body.address.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty());
+    gridmesh_db::register_home(&state.pool, &site, address.as_deref()).await?;
+    tracing::info!(site = %site.id, "home registered, pending its feeder");
+    Ok((StatusCode::CREATED, Json(home_out(&state, site.id).await?)))
 }
 
 /// Pending homes.
@@ -345,11 +342,20 @@ pub async fn assign(
     Json(body): Json<AssignIn>,
 ) -> Result<Json<AssignedOut>, ApiError> {
     caller.require(GRID_WRITERS)?;
-    let site = gridmesh_db::assign_home(&state.pool, id, body.feeder)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("pending home".into()))?;
+    let Some(site) = gridmesh_db::assign_home(&state.pool, id, body.feeder).await? else {
+        return Err(match gridmesh_db::get_home(&state.pool, id).await? {
+            Some(h) if h.decommissioned_at.is_some() => {
+                ApiError::Conflict(format!("the home {id} was decommissioned; it cannot be assigned"))
+            }
+            Some(h) => ApiError::Conflict(format!(
+                "the home {id} is on feeder {} already",
+                h.site.feeder.map_or_else(|| "?".to_owned(), |f| f.to_string())
+            )),
+            None => ApiError::NotFound("pending home".into()),
+        });
+    };
     tracing::info!(site = %id, feeder = %body.feeder, "home assigned to its feeder");
-    Ok(Json(AssignedOut { id: site.id, feeder: site.feeder, status: "active" }))
+    Ok(Json(AssignedOut { id: site.id, feeder: body.feeder, status: "active" }))
 }
 
 /// Body of `PATCH /v1/sites/{id}`: what changes; the rest stays.
@@ -359,6 +365,9 @@ pub struct SitePatch {
     name: Option<String>,
     location: Option<LocationIo>,
     rated_pv_w: Option<i64>,
+    /// A new orientation; `null` for unknown.
+    #[serde(default, with = "serde_with_null")]
+    pv_orientation: Option<Option<OrientationIo>>,
     /// A new battery; `null` for none.
     #[serde(default, with = "serde_with_null")]
     battery: Option<Option<BatteryIo>>,
@@ -381,6 +390,10 @@ pub async fn patch_site(
         name: patch.name.map_or(current.name.clone(), |n| n.trim().to_owned()),
         location: patch.location.map(GeoPoint::from).or(current.location),
         rated_pv: patch.rated_pv_w.map_or(current.rated_pv, Watts),
+        pv_orientation: match patch.pv_orientation {
+            Some(o) => o.map(PvOrientation::from),
+            None => current.pv_orientation,
+        },
         battery: match patch.battery {
             Some(b) => b.map(BatterySpec::from),
             None => current.battery,
@@ -391,7 +404,7 @@ pub async fn patch_site(
     site.validate().map_err(|e| site_error(&e))?;
     gridmesh_db::update_site(&state.pool, &site).await?;
     tracing::info!(site = %id, "home changed");
-    Ok(Json(site.into()))
+    Ok(Json(home_out(&state, id).await?))
 }
 
 /// What decommissioning did.

@@ -206,11 +206,13 @@ async fn place_for(
     now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
     let Some(site) = gridmesh_db::get_site(pool, s.site).await? else { return Ok(false) };
+    // A pending home does not trade until it is on a feeder.
+    let Some(zone) = site.feeder else { return Ok(false) };
     let outlook = outlook(pool, &site, period, now).await?;
     let Some(intent) = s.strategy.size(&outlook) else { return Ok(false) };
     let order = NewOrder {
         site: site.id,
-        zone: site.feeder,
+        zone,
         period,
         side: intent.side,
         price: intent.price.clamp(0, settings.rules.max_price),
