@@ -32,9 +32,13 @@ impl ReadingFlags {
     /// The meter exports more than the inverter and battery produce: meter and inverter
     /// disagree.
     pub const METER_INVERTER_MISMATCH: Self = Self(1 << 7);
+    /// An energy counter grew more since the site's reading before than the site's ratings
+    /// deliver in the time between them: a counter jump, which would otherwise be settled as
+    /// metered energy.
+    pub const COUNTER_JUMP: Self = Self(1 << 8);
 
     /// Every flag with its name, in bit order.
-    pub const ALL: [(Self, &'static str); 8] = [
+    pub const ALL: [(Self, &'static str); 9] = [
         (Self::OVER_RATED, "over_rated"),
         (Self::COUNTER_BACKWARDS, "counter_backwards"),
         (Self::CLOCK_FUTURE, "clock_future"),
@@ -43,6 +47,7 @@ impl ReadingFlags {
         (Self::PV_AT_NIGHT, "pv_at_night"),
         (Self::PV_OUTLIER, "pv_outlier"),
         (Self::METER_INVERTER_MISMATCH, "meter_inverter_mismatch"),
+        (Self::COUNTER_JUMP, "counter_jump"),
     ];
 
     /// The flags from their stored bits; unknown bits are kept (a newer writer's flags).
@@ -122,5 +127,6 @@ mod tests {
         assert_eq!(f.names(), vec!["over_rated", "pv_at_night"]);
         assert_eq!(serde_json::to_string(&f).unwrap(), r#"["over_rated","pv_at_night"]"#);
         assert_eq!(ReadingFlags::from_bits(f.bits()), f);
+        assert_eq!(ReadingFlags::COUNTER_JUMP.names(), vec!["counter_jump"]);
     }
 }

@@ -1,7 +1,8 @@
 //! Plausibility checks: which readings not to take as truth. Plain functions over plain data.
 //!
 //! A check never drops a reading; it returns [`ReadingFlags`] and ingest stores the reading with
-//! them. Checks that need one reading and its site live here; the feeder-wide PV comparison
+//! them. Checks that need one reading and its site live here; the counter-jump check across
+//! batches keeps a little per-site memory ([`CounterTrail`]); the feeder-wide PV comparison
 //! ([`pv_outliers`]) works on a period's energy of many sites.
 
 use chrono::Duration;
@@ -27,6 +28,16 @@ pub struct Rules {
     /// Export may exceed PV plus battery discharge by this much before meter and inverter are
     /// said to disagree (they are read at slightly different instants).
     pub mismatch_margin_w: i64,
+    /// An energy counter may grow between two readings by what its rating's power ceiling (the
+    /// rating plus the margins above, as for power) delivers in the time between them, plus
+    /// this many Wh for the counters' rounding: to whole watt-hours, and a 32-bit float
+    /// counter's steps (as SunSpec's float models carry them: 16 Wh steps from 134 MWh up to
+    /// 268 MWh). More is a counter jump.
+    pub counter_slack_wh: i64,
+    /// How old a [`CounterTrail`]'s anchor gets before it moves up. Every reading is also
+    /// compared with the anchor, so the slack is granted once per this span rather than once
+    /// per reading, and readings close together cannot add their slack up.
+    pub counter_anchor_span: Duration,
 }
 
 impl Default for Rules {
@@ -39,13 +50,27 @@ impl Default for Rules {
             night_below_deg: -3.0,
             night_pv_w: 50,
             mismatch_margin_w: 300,
+            counter_slack_wh: 20,
+            counter_anchor_span: Duration::minutes(5),
         }
     }
 }
 
 impl Rules {
     fn allowed(&self, rating: Watts) -> i64 {
-        rating.get().saturating_mul(100 + self.rating_margin_pct) / 100 + self.rating_margin_w
+        (rating.get().saturating_mul(self.rating_margin_pct.saturating_add(100)) / 100)
+            .saturating_add(self.rating_margin_w)
+    }
+
+    /// Most energy, in Wh, a counter may gain in `elapsed_ms` behind a device rated `rating`
+    /// (`None`: the site has no such device, so no power at all): the power ceiling of
+    /// [`Rules::allowed`] held the whole time, plus the slack. A reading measured before the
+    /// one it is compared with (negative time) gets the slack only. `None` when the arithmetic
+    /// leaves the integers, which the caller takes as a jump.
+    fn counter_allowance(&self, rating: Option<Watts>, elapsed_ms: i64) -> Option<i128> {
+        let ceiling_w = rating.map_or(0, |r| self.allowed(r).max(0));
+        let watt_ms = i128::from(ceiling_w).checked_mul(i128::from(elapsed_ms.max(0)))?;
+        (watt_ms / 3_600_000).checked_add(i128::from(self.counter_slack_wh))
     }
 }
 
@@ -58,7 +83,11 @@ pub fn rated_at<'a>(current: &'a Site, earlier: &'a [(Timestamp, Site)], at: Tim
 }
 
 /// Flags for one reading of the site, given the agent's previous reading (by sequence
-/// number) and when the reading was received.
+/// number; for counters running backwards or jumping) and when the reading was received.
+///
+/// The jump check here only sees the previous reading; ingest also compares each reading with
+/// the site's recent readings by measurement time ([`CounterTrail`]), which previous readings
+/// with odd times or missing counters cannot get around.
 #[must_use]
 pub fn check(
     profile: &Site,
@@ -71,10 +100,13 @@ pub fn check(
     if over_rated(profile, r, rules) {
         flags |= ReadingFlags::OVER_RATED;
     }
-    if let Some(prev) = previous
-        && counters_backwards(prev, r)
-    {
-        flags |= ReadingFlags::COUNTER_BACKWARDS;
+    if let Some(prev) = previous {
+        if counters_backwards(prev, r) {
+            flags |= ReadingFlags::COUNTER_BACKWARDS;
+        }
+        if counter_jump(profile, prev, r, rules) {
+            flags |= ReadingFlags::COUNTER_JUMP;
+        }
     }
     if r.at > received_at + rules.max_future {
         flags |= ReadingFlags::CLOCK_FUTURE;
@@ -114,6 +146,108 @@ fn counters_backwards(prev: &Reading, r: &Reading) -> bool {
         (prev.battery_discharged, r.battery_discharged),
     ];
     pairs.iter().any(|(a, b)| matches!((a, b), (Some(a), Some(b)) if b < a))
+}
+
+/// A reading's energy counters, in a fixed order: grid import, grid export, PV, battery
+/// charged, battery discharged.
+fn counters(r: &Reading) -> [Option<WattHours>; 5] {
+    [r.grid_import, r.grid_export, r.pv_energy, r.battery_charged, r.battery_discharged]
+}
+
+/// The power behind each of [`counters`], in the same order: the connection's import and export
+/// limits, the rated PV, the battery's charge and discharge power; `None` for the battery's
+/// counters when the site has no battery.
+fn counter_ratings(p: &Site) -> [Option<Watts>; 5] {
+    let (charge, discharge) = p.battery.map_or((None, None), |b| (Some(b.max_charge), Some(b.max_discharge)));
+    [Some(p.grid.import_limit), Some(p.grid.export_limit), Some(p.rated_pv), charge, discharge]
+}
+
+/// A counter's value and when it was measured.
+type Mark = (Timestamp, WattHours);
+
+/// True when a counter went from `from` to `to` faster than a device rated `rating` can.
+fn grew_too_much(rules: &Rules, rating: Option<Watts>, from: Mark, to: Mark) -> bool {
+    // Milliseconds between any two representable times fit an i64 (chrono's range is far
+    // smaller than i64::MAX ms); two i64 values differ by less than 2^64, exactly in i128.
+    let elapsed_ms = to.0.signed_duration_since(from.0).num_milliseconds();
+    let increase = i128::from(to.1.get()) - i128::from(from.1.get());
+    rules.counter_allowance(rating, elapsed_ms).is_none_or(|most| increase > most)
+}
+
+/// True when an energy counter of `r` grew more since `earlier` than the site's ratings deliver
+/// in the time between their measurements: grid import against the import limit, grid export
+/// against the export limit, PV against the rated PV, the battery's counters against its charge
+/// and discharge power (a site without a battery: any growth beyond the slack), each with the
+/// margins of [`Rules`]. A gap of hours allows hours of energy; `r` measured before `earlier`
+/// allows the slack only. Counters missing from either reading are not compared.
+#[must_use]
+pub fn counter_jump(profile: &Site, earlier: &Reading, r: &Reading, rules: &Rules) -> bool {
+    counters(earlier).into_iter().zip(counters(r)).zip(counter_ratings(profile)).any(
+        |((from, to), rating)| match (from, to) {
+            (Some(from), Some(to)) => grew_too_much(rules, rating, (earlier.at, from), (r.at, to)),
+            _ => false,
+        },
+    )
+}
+
+/// What a site's energy counters said lately, by measurement time, whichever agent sent them:
+/// per counter its newest value, and an anchor that stays put until it is
+/// [`Rules::counter_anchor_span`] old and then moves up to the newest value.
+///
+/// Ingest keeps one per site across batches (starting from the site's latest stored reading)
+/// and compares every reading with both ([`CounterTrail::jumped`]). The newest value catches a
+/// jump between consecutive readings, even when the agent's previous reading was backdated or
+/// lacked the counter; the anchor catches many readings close together that each stay within
+/// the slack (a reading every millisecond, each a few Wh up), since their sum has to fit the
+/// time since the anchor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterTrail {
+    latest: [Option<Mark>; 5],
+    anchor: [Option<Mark>; 5],
+}
+
+impl CounterTrail {
+    /// A trail starting at `r` (the site's latest stored reading); [`CounterTrail::default`]
+    /// for a site without readings.
+    #[must_use]
+    pub fn starting_at(r: &Reading) -> Self {
+        let marks = counters(r).map(|v| v.map(|v| (r.at, v)));
+        Self { latest: marks, anchor: marks }
+    }
+
+    /// True when a counter of `r` grew more since the newest value of it, or since its anchor,
+    /// than the site's ratings deliver in the time between (the rule of [`counter_jump`]).
+    #[must_use]
+    pub fn jumped(&self, profile: &Site, r: &Reading, rules: &Rules) -> bool {
+        let marks = self.latest.into_iter().zip(self.anchor);
+        counters(r).into_iter().zip(counter_ratings(profile)).zip(marks).any(
+            |((value, rating), (latest, anchor))| {
+                value.is_some_and(|v| {
+                    [latest, anchor].into_iter().flatten().any(|m| grew_too_much(rules, rating, m, (r.at, v)))
+                })
+            },
+        )
+    }
+
+    /// Takes `r` in once it is checked: each of its counters measured after that counter's
+    /// newest value becomes the newest, and the anchor moves up to it when the anchor is
+    /// [`Rules::counter_anchor_span`] old. Older values (late data, a clock set back) change
+    /// nothing. A reading from a clock running ahead must not be taken in (as it is not the
+    /// site's latest reading in the database either), or it would hold the place of the newest
+    /// value until real time caught up.
+    pub fn advance(&mut self, r: &Reading, rules: &Rules) {
+        let slots = self.latest.iter_mut().zip(self.anchor.iter_mut());
+        for (value, (latest, anchor)) in counters(r).into_iter().zip(slots) {
+            let Some(value) = value else { continue };
+            if latest.is_some_and(|(at, _)| r.at <= at) {
+                continue;
+            }
+            *latest = Some((r.at, value));
+            if anchor.is_none_or(|(at, _)| r.at.signed_duration_since(at) >= rules.counter_anchor_span) {
+                *anchor = Some((r.at, value));
+            }
+        }
+    }
 }
 
 /// A site can only export what its PV and battery produce: a meter reporting more export than
@@ -266,6 +400,146 @@ mod tests {
         assert!(flags(&missing, Some(&prev)).is_empty());
     }
 
+    /// The test reading with its grid export counter at `export`, `secs` after noon.
+    fn exporting(secs: i64, export: i64) -> Reading {
+        Reading { at: noon() + Duration::seconds(secs), grid_export: Some(WattHours(export)), ..reading() }
+    }
+
+    /// Flags of `r` received when it was measured.
+    fn flags_on_time(r: &Reading, prev: &Reading) -> ReadingFlags {
+        check(&profile(), Some(prev), r, r.at, &Rules::default())
+    }
+
+    #[test]
+    fn a_counter_jump_beyond_the_ratings_is_flagged() {
+        let prev = reading();
+        // 10^9 Wh more export in 10 s, with the power values looking normal.
+        assert_eq!(flags(&exporting(10, 2_000 + 1_000_000_000), Some(&prev)), ReadingFlags::COUNTER_JUMP);
+        // The export limit is 7 kW: + 20 % + 200 W = 8.6 kW, 23 Wh in 10 s, + 20 Wh of slack.
+        assert!(flags(&exporting(10, 2_043), Some(&prev)).is_empty());
+        assert_eq!(flags(&exporting(10, 2_044), Some(&prev)), ReadingFlags::COUNTER_JUMP);
+        // Import, PV and battery counters each against their own rating.
+        let import = Reading { grid_import: Some(WattHours(1_000 + 200)), ..exporting(10, 2_000) };
+        assert_eq!(flags(&import, Some(&prev)), ReadingFlags::COUNTER_JUMP);
+        let pv = Reading { pv_energy: Some(WattHours(3_000 + 100)), ..exporting(10, 2_000) };
+        assert_eq!(flags(&pv, Some(&prev)), ReadingFlags::COUNTER_JUMP);
+        let charged = |wh: i64| Reading { battery_charged: Some(WattHours(wh)), ..reading() };
+        let later = Reading { at: noon() + Duration::seconds(10), ..charged(1_000 + 100) };
+        assert_eq!(flags(&later, Some(&charged(1_000))), ReadingFlags::COUNTER_JUMP);
+        // A site without a battery: its battery counters may move by the slack only.
+        let no_battery = Site { battery: None, ..profile() };
+        let rules = Rules::default();
+        let moved = |wh: i64| Reading { at: noon() + Duration::hours(1), ..charged(1_000 + wh) };
+        assert!(!counter_jump(&no_battery, &charged(1_000), &moved(20), &rules));
+        assert!(counter_jump(&no_battery, &charged(1_000), &moved(21), &rules));
+        // A counter missing on either side is not compared.
+        let missing = Reading { grid_export: None, ..exporting(10, 0) };
+        assert!(flags(&exporting(20, 1_000_000_000), Some(&missing)).is_empty());
+    }
+
+    #[test]
+    fn honest_counters_at_full_rating_are_not_jumps() {
+        // Every counter at its full rating for 10 s, then across a 2 h gap (an agent offline).
+        let prev = Reading { battery_charged: Some(WattHours(0)), ..reading() };
+        for secs in [10, 7_200] {
+            let at_full = |counter: i64, watts: i64| counter + watts * secs / 3_600 + 1;
+            let r = Reading {
+                at: noon() + Duration::seconds(secs),
+                grid_import: Some(WattHours(at_full(1_000, 17_000))),
+                grid_export: Some(WattHours(at_full(2_000, 7_000))),
+                pv_energy: Some(WattHours(at_full(3_000, 8_000))),
+                battery_charged: Some(WattHours(at_full(0, 5_000))),
+                ..reading()
+            };
+            assert!(flags_on_time(&r, &prev).is_empty(), "after {secs} s: {:?}", flags_on_time(&r, &prev));
+        }
+        // Across the gap, proportionally more than the ceiling is still a jump: 8.6 kW for 2 h.
+        assert!(flags_on_time(&exporting(7_200, 2_000 + 17_220), &reading()).is_empty());
+        assert_eq!(flags_on_time(&exporting(7_200, 2_000 + 17_221), &reading()), ReadingFlags::COUNTER_JUMP);
+        // Measured before the reading it follows (a clock set back): the slack only.
+        assert!(flags_on_time(&exporting(-1, 2_020), &reading()).is_empty());
+        assert_eq!(flags_on_time(&exporting(-1, 2_021), &reading()), ReadingFlags::COUNTER_JUMP);
+    }
+
+    #[test]
+    fn counters_near_the_integer_limit_do_not_panic() {
+        let all = |secs: i64, wh: i64| Reading {
+            at: noon() + Duration::seconds(secs),
+            grid_import: Some(WattHours(wh)),
+            grid_export: Some(WattHours(wh)),
+            pv_energy: Some(WattHours(wh)),
+            battery_charged: Some(WattHours(wh)),
+            battery_discharged: Some(WattHours(wh)),
+            ..reading()
+        };
+        assert_eq!(flags(&all(10, i64::MAX), Some(&all(0, 0))), ReadingFlags::COUNTER_JUMP);
+        assert!(flags(&all(10, i64::MAX), Some(&all(0, i64::MAX - 5))).is_empty());
+        assert_eq!(flags(&all(10, 0), Some(&all(0, i64::MAX))), ReadingFlags::COUNTER_BACKWARDS);
+        // Not valid readings (negative counters, the ends of time), but no panic either.
+        let rules = Rules::default();
+        let first = Reading { at: chrono::DateTime::<chrono::Utc>::MIN_UTC, ..all(0, i64::MIN) };
+        let last = Reading { at: chrono::DateTime::<chrono::Utc>::MAX_UTC, ..all(0, i64::MAX) };
+        assert!(counter_jump(&profile(), &first, &last, &rules));
+        assert!(!counter_jump(&profile(), &last, &first, &rules));
+        let mut trail = CounterTrail::starting_at(&first);
+        assert!(trail.jumped(&profile(), &last, &rules));
+        trail.advance(&last, &rules);
+        assert!(!trail.jumped(&profile(), &first, &rules));
+    }
+
+    #[test]
+    fn the_trail_keeps_readings_close_together_from_adding_up_their_slack() {
+        let (p, rules) = (profile(), Rules::default());
+        let mut trail = CounterTrail::starting_at(&exporting(0, 2_000));
+        let step = |ms: i64, export: i64| Reading {
+            at: noon() + Duration::milliseconds(ms),
+            grid_export: Some(WattHours(export)),
+            ..reading()
+        };
+        // Each reading a millisecond and 20 Wh after the one before: within the slack one by one...
+        let (first, second) = (step(1, 2_020), step(2, 2_040));
+        assert!(!trail.jumped(&p, &first, &rules));
+        assert!(!counter_jump(&p, &first, &second, &rules));
+        trail.advance(&first, &rules);
+        // ...but not against the anchor.
+        assert!(trail.jumped(&p, &second, &rules));
+    }
+
+    #[test]
+    fn the_trail_compares_by_measurement_time_and_per_counter() {
+        let (p, rules) = (profile(), Rules::default());
+        // A backdated reading, then thirteen days of full export claimed a minute after the
+        // latest one: fine against the backdated reading, a jump against the latest.
+        let mut trail = CounterTrail::starting_at(&exporting(0, 2_000));
+        let backdated = Reading { at: noon() - Duration::days(13), ..exporting(0, 2_000) };
+        assert!(!trail.jumped(&p, &backdated, &rules));
+        trail.advance(&backdated, &rules);
+        let claim = exporting(60, 2_000 + 7_000 * 24 * 13);
+        assert!(!counter_jump(&p, &backdated, &claim, &rules));
+        assert!(trail.jumped(&p, &claim, &rules));
+        // A reading without the counter in between does not reset it.
+        let mut trail = CounterTrail::starting_at(&exporting(0, 2_000));
+        let without = Reading { grid_export: None, ..exporting(10, 0) };
+        trail.advance(&without, &rules);
+        let jump = exporting(20, 1_000_000_000);
+        assert!(!counter_jump(&p, &without, &jump, &rules));
+        assert!(trail.jumped(&p, &jump, &rules));
+        // An empty trail (a site's first reading) has nothing to compare with.
+        assert!(!CounterTrail::default().jumped(&p, &jump, &rules));
+    }
+
+    #[test]
+    fn an_hour_of_full_export_passes_the_trail() {
+        let (p, rules) = (profile(), Rules::default());
+        let mut trail = CounterTrail::starting_at(&exporting(0, 0));
+        for k in 1..=360_i64 {
+            // 7 kW (the export limit) for k × 10 s, counted in whole Wh.
+            let r = exporting(10 * k, 7_000 * 10 * k / 3_600);
+            assert!(!trail.jumped(&p, &r, &rules), "reading {k}");
+            trail.advance(&r, &rules);
+        }
+    }
+
     #[test]
     fn clocks_far_off_are_flagged() {
         let future = Reading { at: noon() + Duration::minutes(6), ..reading() };
@@ -321,6 +595,30 @@ mod tests {
             let r = Reading { at, grid_power: grid.map(Watts), pv_power: pv.map(Watts), battery_power: bat.map(Watts), ..Reading::default() };
             let p = Site { location: Some(GeoPoint { lat, lon }), ..profile() };
             let _ = check(&p, Some(&reading()), &r, at, &Rules::default());
+        }
+
+        #[test]
+        fn counter_checks_never_panic(
+            a: Option<i64>,
+            b: Option<i64>,
+            ms_a in -8_000_000_000_000_000_i64..8_000_000_000_000_000,
+            ms_b in -8_000_000_000_000_000_i64..8_000_000_000_000_000,
+            rating: i64,
+        ) {
+            let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+            let r = |ms: i64, wh: Option<i64>| Reading {
+                at: at(ms),
+                grid_export: wh.map(WattHours),
+                battery_charged: wh.map(WattHours),
+                ..Reading::default()
+            };
+            let grid = GridConnection { import_limit: Watts(rating), export_limit: Watts(rating) };
+            let p = Site { rated_pv: Watts(rating), grid, ..profile() };
+            let (x, y) = (r(ms_a, a), r(ms_b, b));
+            let _ = check(&p, Some(&x), &y, y.at, &Rules::default());
+            let mut trail = CounterTrail::starting_at(&x);
+            let _ = trail.jumped(&p, &y, &Rules::default());
+            trail.advance(&y, &Rules::default());
         }
     }
 }

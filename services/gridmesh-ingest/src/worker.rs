@@ -25,7 +25,7 @@ use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event};
 use tokio::sync::{mpsc, watch};
 
-use crate::plausibility::{self, Rules};
+use crate::plausibility::{self, CounterTrail, Rules};
 
 /// Where the broker is: the address type every gridmesh process uses.
 pub use gridmesh_mqtt::BrokerAddr;
@@ -261,6 +261,9 @@ struct Writer {
     /// Each site's current ratings and its earlier ones (oldest first, each valid until its time).
     profiles: HashMap<SiteId, Cached<Option<Profile>>>,
     previous: HashMap<AgentId, (u64, Reading)>,
+    /// Each site's recent counters by measurement time, for the counter-jump check across
+    /// batches (and agents).
+    trails: HashMap<SiteId, CounterTrail>,
     log: RateLimitedLog,
 }
 
@@ -273,6 +276,7 @@ impl Writer {
             keys: HashMap::new(),
             profiles: HashMap::new(),
             previous: HashMap::new(),
+            trails: HashMap::new(),
             log: RateLimitedLog::new(Duration::from_secs(60)),
         }
     }
@@ -413,6 +417,25 @@ impl Writer {
         (stored.agent == agent).then_some((stored.seq, stored.reading))
     }
 
+    /// The site's counter trail: this writer's own, or, the first time it sees the site, one
+    /// starting at the site's latest stored reading (empty for a site without readings). Waits
+    /// for the database rather than letting a jump through unchecked.
+    async fn trail(&mut self, site: SiteId) -> CounterTrail {
+        if let Some(t) = self.trails.get(&site) {
+            return *t;
+        }
+        loop {
+            match gridmesh_db::latest_reading(&self.pool, site).await {
+                Ok(Some(stored)) => return CounterTrail::starting_at(&stored.reading),
+                Ok(None) => return CounterTrail::default(),
+                Err(e) => {
+                    self.log.warn("latest_lookup_failed", "", &e.to_string());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
     /// Flags, stores, acknowledges. Retries while the database is away.
     async fn store(
         &mut self,
@@ -427,21 +450,32 @@ impl Writer {
             let batch = &accepted.batch;
             let profile = self.profile(batch.site).await;
             let mut prev = self.previous(batch.agent, batch.site).await;
+            let mut trail = self.trail(batch.site).await;
+            let rules = &self.config.rules;
             let mut flags = Vec::with_capacity(batch.readings.len());
             for (seq, r) in batch.sequenced() {
                 let before = prev.filter(|(s, _)| *s < seq).map(|(_, r)| r);
                 let f = profile.as_ref().map_or(ReadingFlags::NONE, |(current, earlier)| {
                     let rated = plausibility::rated_at(current, earlier, r.at);
-                    plausibility::check(rated, before.as_ref(), r, incoming.received, &self.config.rules)
+                    let mut f = plausibility::check(rated, before.as_ref(), r, incoming.received, rules);
+                    if trail.jumped(rated, r, rules) {
+                        f |= ReadingFlags::COUNTER_JUMP;
+                    }
+                    f
                 });
                 flags.push(f);
                 if prev.is_none_or(|(s, _)| seq > s) {
                     prev = Some((seq, *r));
                 }
+                // Like `site_latest`, the trail never takes a reading from a clock running ahead.
+                if r.at <= incoming.received + rules.max_future {
+                    trail.advance(r, rules);
+                }
             }
             if let Some(p) = prev {
                 self.previous.insert(batch.agent, p);
             }
+            self.trails.insert(batch.site, trail);
             flagged.push((i, flags));
         }
         let mut rows = Vec::new();

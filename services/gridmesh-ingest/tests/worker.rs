@@ -246,6 +246,19 @@ async fn implausible_readings_are_stored_with_their_flags(pool: PgPool) {
         sqlx::query_as("SELECT flags FROM site_period_counters").fetch_all(&pool).await.unwrap();
     assert!(periods.iter().any(|(f,)| *f != 0));
 
+    // A counter jump in the next batch, against the last reading of this one: 10^9 Wh of
+    // export in a minute, with the power values as the simulator made them.
+    let mut next =
+        next_batch(home, Utc::now() - chrono::Duration::minutes(29), 2, chrono::Duration::seconds(1));
+    let jump = gridmesh_core::WattHours(1_000_000_000);
+    next.readings[0].grid_export = next.readings[0].grid_export.map(|w| w + jump);
+    p.send(&key, next).await.unwrap();
+    all_acknowledged(&p, Duration::from_secs(20)).await;
+    let jumped: (i32,) =
+        sqlx::query_as("SELECT flags FROM telemetry WHERE seq = 6").fetch_one(&pool).await.unwrap();
+    let jumped = ReadingFlags::from_bits(jumped.0 as u32);
+    assert!(jumped.contains(ReadingFlags::COUNTER_JUMP), "{jumped:?}");
+
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }

@@ -164,7 +164,8 @@ pub struct Posting {
 pub enum LineStatus {
     /// Settled against metered energy.
     Metered = 0,
-    /// Flagged readings left out: trades settled, imbalance and grid fee wait for review.
+    /// Flagged readings left out (or metered numbers beyond the 64-bit range, see [`settle`]):
+    /// trades settled, imbalance and grid fee wait for review.
     Flagged = 1,
     /// No metering: trades settled, imbalance and grid fee wait for data.
     Missing = 2,
@@ -370,8 +371,16 @@ pub fn amount(energy: i64, price: i64) -> Option<i64> {
 
 /// Settles a period: the lines, the postings, the Merkle tree.
 ///
+/// Every sum of energy and money is checked. A site whose metered numbers leave the 64-bit
+/// range (its energy, its imbalance or its money, or the period's total energy, of which the
+/// site with the most energy is flagged first) is settled as [`LineStatus::Flagged`] with zero
+/// metered energy: its trades and fees settle, its metering waits for review like any
+/// implausible reading, and the other sites settle as usual. Such numbers never come from a
+/// real meter, so one implausible site cannot hold up the period.
+///
 /// # Errors
-/// A site listed twice, a trade with a site not listed, negative energy or prices, overflow.
+/// A site listed twice, a trade with a site not listed, negative energy or prices, and
+/// overflow in the trades or fixed fees (which do not come from meters).
 pub fn settle(input: &PeriodInput) -> Result<Settlement, SettleError> {
     let t = input.tariffs;
     for (name, v) in [
@@ -390,12 +399,8 @@ pub fn settle(input: &PeriodInput) -> Result<Settlement, SettleError> {
             return Err(SettleError::DuplicateSite(s.site));
         }
     }
-    let mut postings: Vec<Posting> = Vec::new();
-    let mut post = |from: Account, to: Account, amount: i64, kind: PostingKind| {
-        if amount > 0 {
-            postings.push(Posting { from, to, amount, kind });
-        }
-    };
+    // The trades: each posting filed under the one site it involves.
+    let mut trade_postings: BTreeMap<SiteId, Vec<Posting>> = BTreeMap::new();
     let mut sold: BTreeMap<SiteId, i64> = BTreeMap::new();
     let mut bought: BTreeMap<SiteId, i64> = BTreeMap::new();
     for tr in &input.trades {
@@ -408,87 +413,183 @@ pub fn settle(input: &PeriodInput) -> Result<Settlement, SettleError> {
             return Err(SettleError::Negative("trade energy and prices"));
         }
         let e = tr.energy.get();
-        *sold.entry(tr.seller).or_default() += e;
-        *bought.entry(tr.buyer).or_default() += e;
+        add_energy(&mut sold, tr.seller, e)?;
+        add_energy(&mut bought, tr.buyer, e)?;
         let of = |price| amount(e, price).ok_or(SettleError::Overflow);
-        post(Account::Site(tr.buyer), Account::Market, of(tr.buyer_price)?, PostingKind::TradePurchase);
-        post(Account::Market, Account::Site(tr.seller), of(tr.seller_price)?, PostingKind::TradeSale);
-        post(Account::Site(tr.buyer), Account::Network, of(tr.grid_fee_per_kwh)?, PostingKind::TradeFee);
+        let (buyer, seller) = (Account::Site(tr.buyer), Account::Site(tr.seller));
+        let (purchase, sale, fee) = (of(tr.buyer_price)?, of(tr.seller_price)?, of(tr.grid_fee_per_kwh)?);
+        let to_buyer = trade_postings.entry(tr.buyer).or_default();
+        post(to_buyer, buyer, Account::Market, purchase, PostingKind::TradePurchase);
+        post(to_buyer, buyer, Account::Network, fee, PostingKind::TradeFee);
+        let to_seller = trade_postings.entry(tr.seller).or_default();
+        post(to_seller, Account::Market, seller, sale, PostingKind::TradeSale);
     }
-    let first_of_day = input.period.index().rem_euclid(gridmesh_core::period::PERIODS_PER_UTC_DAY) == 0;
-    let mut total_wh = 0_i64;
+    let traded =
+        |site: SiteId| (sold.get(&site).copied().unwrap_or(0), bought.get(&site).copied().unwrap_or(0));
+
+    // The metering that can be counted. A site whose numbers leave the 64-bit range is left
+    // out here, and settled as flagged below.
+    let mut metered: BTreeMap<SiteId, MeteredSite> = BTreeMap::new();
     for (&site, metering) in &sites {
-        let position = sold.get(&site).copied().unwrap_or(0) - bought.get(&site).copied().unwrap_or(0);
         if let Metering::Measured { imported, exported } = *metering {
             if imported.get() < 0 || exported.get() < 0 {
                 return Err(SettleError::Negative("metered energy"));
             }
-            total_wh = total_wh.checked_add(imported.get() + exported.get()).ok_or(SettleError::Overflow)?;
-            let imbalance = exported.get() - imported.get() - position;
-            if imbalance > 0 {
-                let a = amount(imbalance, t.feed_in_price).ok_or(SettleError::Overflow)?;
-                post(Account::Utility, Account::Site(site), a, PostingKind::ImbalanceLong);
-            } else {
-                let a = amount(-imbalance, t.import_price).ok_or(SettleError::Overflow)?;
-                post(Account::Site(site), Account::Utility, a, PostingKind::ImbalanceShort);
+            let (s, b) = traded(site);
+            // Both sums are of non-negative trades, so their difference fits.
+            let position = s.checked_sub(b).ok_or(SettleError::Overflow)?;
+            if let Some(m) = MeteredSite::new(site, imported.get(), exported.get(), position, &t) {
+                metered.insert(site, m);
             }
-            let fee = amount(imported.get(), t.grid_fee_per_kwh).ok_or(SettleError::Overflow)?;
-            post(Account::Site(site), Account::Network, fee, PostingKind::GridFee);
-        }
-        if first_of_day {
-            post(Account::Site(site), Account::Network, t.daily_fee, PostingKind::DailyFee);
         }
     }
-    postings.sort_by_key(|p| (p.kind, p.from, p.to, p.amount));
+    // The period's total energy must fit too; while it does not, the site with the most energy
+    // (ties: the lowest id) is left out. Each site's energy fits an i64, so the i128 sum is exact.
+    let mut total: i128 = metered.values().map(|m| i128::from(m.energy)).sum();
+    while total > i128::from(i64::MAX) {
+        let Some(largest) =
+            metered.iter().max_by_key(|(s, m)| (m.energy, std::cmp::Reverse(**s))).map(|(s, _)| *s)
+        else {
+            break;
+        };
+        if let Some(m) = metered.remove(&largest) {
+            total -= i128::from(m.energy);
+        }
+    }
 
-    // Each line is its site's share of the postings.
-    let lines: Vec<Line> = sites
-        .iter()
-        .map(|(&site, metering)| {
-            let me = Account::Site(site);
-            let sum = |f: &dyn Fn(&Posting) -> bool| {
-                postings.iter().filter(|p| f(p)).map(|p| p.amount).sum::<i64>()
-            };
-            let market_received = sum(&|p| p.to == me && p.kind == PostingKind::TradeSale);
-            let market_paid = sum(&|p| p.from == me && p.kind == PostingKind::TradePurchase);
-            let imbalance_amount = sum(&|p| p.to == me && p.kind == PostingKind::ImbalanceLong)
-                - sum(&|p| p.from == me && p.kind == PostingKind::ImbalanceShort);
-            let network_fees =
-                sum(&|p| p.from == me && matches!(p.kind, PostingKind::TradeFee | PostingKind::GridFee));
-            let daily_fee = sum(&|p| p.from == me && p.kind == PostingKind::DailyFee);
-            let (status, imported_wh, exported_wh) = match *metering {
-                Metering::Measured { imported, exported } => {
-                    (LineStatus::Metered, imported.get(), exported.get())
-                }
-                Metering::Flagged => (LineStatus::Flagged, 0, 0),
-                Metering::Missing => (LineStatus::Missing, 0, 0),
-            };
-            let sold_wh = sold.get(&site).copied().unwrap_or(0);
-            let bought_wh = bought.get(&site).copied().unwrap_or(0);
-            Line {
-                period: input.period,
-                site,
-                status,
-                imported_wh,
-                exported_wh,
-                sold_wh,
-                bought_wh,
-                imbalance_wh: if status == LineStatus::Metered {
-                    exported_wh - imported_wh - (sold_wh - bought_wh)
-                } else {
-                    0
-                },
-                market_received,
-                market_paid,
-                imbalance_amount,
-                network_fees,
-                daily_fee,
-                net_amount: market_received - market_paid + imbalance_amount - network_fees - daily_fee,
+    let first_of_day = input.period.index().rem_euclid(gridmesh_core::period::PERIODS_PER_UTC_DAY) == 0;
+    let mut postings: Vec<Posting> = Vec::new();
+    let mut lines: Vec<Line> = Vec::with_capacity(sites.len());
+    let mut total_wh = 0_i64;
+    for (&site, metering) in &sites {
+        let trades = trade_postings.get(&site).map_or(&[][..], Vec::as_slice);
+        let mut fixed = Vec::new();
+        if first_of_day {
+            post(&mut fixed, Account::Site(site), Account::Network, t.daily_fee, PostingKind::DailyFee);
+        }
+        let (sold_wh, bought_wh) = traded(site);
+        let unmetered = Line {
+            period: input.period,
+            site,
+            status: match metering {
+                Metering::Missing => LineStatus::Missing,
+                Metering::Measured { .. } | Metering::Flagged => LineStatus::Flagged,
+            },
+            imported_wh: 0,
+            exported_wh: 0,
+            sold_wh,
+            bought_wh,
+            imbalance_wh: 0,
+            market_received: 0,
+            market_paid: 0,
+            imbalance_amount: 0,
+            network_fees: 0,
+            daily_fee: 0,
+            net_amount: 0,
+        };
+        // A metered line whose money does not fit is flagged like one whose energy does not.
+        let counted = metered.get(&site).and_then(|m| {
+            let line = Line {
+                status: LineStatus::Metered,
+                imported_wh: m.imported,
+                exported_wh: m.exported,
+                imbalance_wh: m.imbalance,
+                ..unmetered
             }
-        })
-        .collect();
+            .priced(trades.iter().chain(&m.postings).chain(&fixed))?;
+            Some((line, m))
+        });
+        let line = match counted {
+            Some((line, m)) => {
+                // Cannot fail: the sum of all counted energy fits (see above).
+                total_wh = total_wh.checked_add(m.energy).ok_or(SettleError::Overflow)?;
+                postings.extend_from_slice(&m.postings);
+                line
+            }
+            None => unmetered.priced(trades.iter().chain(&fixed)).ok_or(SettleError::Overflow)?,
+        };
+        postings.extend_from_slice(trades);
+        postings.extend_from_slice(&fixed);
+        lines.push(line);
+    }
+    postings.sort_by_key(|p| (p.kind, p.from, p.to, p.amount));
     let tree = Tree::new(lines.iter().map(Line::leaf).collect());
     Ok(Settlement { period: input.period, lines, postings, tree, total_wh })
+}
+
+/// Adds a posting to `list`; a zero amount moves nothing and is left out.
+fn post(list: &mut Vec<Posting>, from: Account, to: Account, amount: i64, kind: PostingKind) {
+    if amount > 0 {
+        list.push(Posting { from, to, amount, kind });
+    }
+}
+
+/// Adds a trade's energy to a site's sum.
+fn add_energy(sums: &mut BTreeMap<SiteId, i64>, site: SiteId, energy: i64) -> Result<(), SettleError> {
+    let sum = sums.entry(site).or_default();
+    *sum = sum.checked_add(energy).ok_or(SettleError::Overflow)?;
+    Ok(())
+}
+
+/// A site's metering as settlement counts it: its energy and the postings it causes.
+struct MeteredSite {
+    imported: i64,
+    exported: i64,
+    /// Metered net export minus the market position.
+    imbalance: i64,
+    /// Import plus export, for the period's total.
+    energy: i64,
+    /// The imbalance and the grid fee.
+    postings: Vec<Posting>,
+}
+
+impl MeteredSite {
+    /// `None` when a number leaves the 64-bit range.
+    fn new(site: SiteId, imported: i64, exported: i64, position: i64, t: &Tariffs) -> Option<Self> {
+        let energy = imported.checked_add(exported)?;
+        let imbalance = exported.checked_sub(imported)?.checked_sub(position)?;
+        let me = Account::Site(site);
+        let mut postings = Vec::new();
+        if imbalance > 0 {
+            let long = amount(imbalance, t.feed_in_price)?;
+            post(&mut postings, Account::Utility, me, long, PostingKind::ImbalanceLong);
+        } else {
+            let short = amount(imbalance.checked_neg()?, t.import_price)?;
+            post(&mut postings, me, Account::Utility, short, PostingKind::ImbalanceShort);
+        }
+        let fee = amount(imported, t.grid_fee_per_kwh)?;
+        post(&mut postings, me, Account::Network, fee, PostingKind::GridFee);
+        Some(Self { imported, exported, imbalance, energy, postings })
+    }
+}
+
+impl Line {
+    /// This line with its money: its site's share of `postings` (which hold at least every
+    /// posting of the site). `None` when a sum leaves the 64-bit range.
+    fn priced<'a>(mut self, postings: impl IntoIterator<Item = &'a Posting>) -> Option<Self> {
+        let me = Account::Site(self.site);
+        let (mut long, mut short) = (0_i64, 0_i64);
+        for p in postings {
+            let sum = match p.kind {
+                PostingKind::TradeSale if p.to == me => &mut self.market_received,
+                PostingKind::TradePurchase if p.from == me => &mut self.market_paid,
+                PostingKind::ImbalanceLong if p.to == me => &mut long,
+                PostingKind::ImbalanceShort if p.from == me => &mut short,
+                PostingKind::TradeFee | PostingKind::GridFee if p.from == me => &mut self.network_fees,
+                PostingKind::DailyFee if p.from == me => &mut self.daily_fee,
+                _ => continue,
+            };
+            *sum = sum.checked_add(p.amount)?;
+        }
+        self.imbalance_amount = long.checked_sub(short)?;
+        self.net_amount = self
+            .market_received
+            .checked_sub(self.market_paid)?
+            .checked_add(self.imbalance_amount)?
+            .checked_sub(self.network_fees)?
+            .checked_sub(self.daily_fee)?;
+        Some(self)
+    }
 }
 
 impl Account {

@@ -9,8 +9,8 @@ use gridmesh_core::{Period, SiteId, WattHours};
 use gridmesh_settlement::merkle::{fold, leaf};
 use gridmesh_settlement::rewards::{INITIAL_PER_PERIOD, distribute, emission_for};
 use gridmesh_settlement::{
-    Account, LINE_LEN, Line, LineError, LineStatus, Metering, PeriodInput, SiteInput, Tariffs, TradeInput,
-    settle,
+    Account, LINE_LEN, Line, LineError, LineStatus, Metering, PeriodInput, PostingKind, SiteInput, Tariffs,
+    TradeInput, settle,
 };
 use proptest::prelude::*;
 
@@ -103,6 +103,61 @@ fn the_daily_fee_falls_in_the_first_period_of_the_utc_day() {
         (s.lines[0].daily_fee, s.lines[0].net_amount, s.lines[0].status),
         (40, -40, LineStatus::Missing)
     );
+}
+
+#[test]
+fn a_site_whose_numbers_overflow_is_flagged_and_the_others_settle() {
+    let input = PeriodInput {
+        period: period("2026-12-01T12:00:00Z"),
+        tariffs: TARIFFS,
+        sites: vec![
+            // A counter that jumped to near i64::MAX: its own numbers fit, the period's total not.
+            SiteInput { site: site(1), metering: measured(0, i64::MAX - 10) },
+            // Import plus export leave the 64-bit range on their own.
+            SiteInput { site: site(2), metering: measured(i64::MAX, 1) },
+            SiteInput { site: site(3), metering: measured(700, 0) },
+        ],
+        trades: vec![TradeInput {
+            seller: site(1),
+            buyer: site(3),
+            energy: WattHours(500),
+            seller_price: 20,
+            buyer_price: 20,
+            grid_fee_per_kwh: 0,
+        }],
+    };
+    let s = settle(&input).unwrap();
+    let line = |n: u8| *s.lines.iter().find(|l| l.site == site(n)).unwrap();
+    for n in [1, 2] {
+        let l = line(n);
+        assert_eq!(
+            (l.status, l.imported_wh, l.exported_wh, l.imbalance_wh, l.imbalance_amount, l.network_fees),
+            (LineStatus::Flagged, 0, 0, 0, 0, 0),
+            "site {n}"
+        );
+    }
+    // The flagged seller's trade still settles: 500 Wh at 20 is 10.
+    assert_eq!((line(1).sold_wh, line(1).market_received, line(1).net_amount), (500, 10, 10));
+    // The honest site settles in full: 10 for its purchase, 200 Wh short at 30 = 6, grid fee on
+    // 700 Wh at 10 = 7.
+    let honest = line(3);
+    assert_eq!(honest.status, LineStatus::Metered);
+    assert_eq!((honest.imported_wh, honest.imbalance_wh, honest.net_amount), (700, -200, -23));
+    assert_eq!(s.total_wh, 700);
+    // No metered money for the flagged sites, and the ledger still balances.
+    let flagged = [Account::Site(site(1)), Account::Site(site(2))];
+    assert!(s.postings.iter().all(|p| {
+        !matches!(p.kind, PostingKind::ImbalanceLong | PostingKind::ImbalanceShort | PostingKind::GridFee)
+            || !(flagged.contains(&p.from) || flagged.contains(&p.to))
+    }));
+    let mut balance: BTreeMap<Account, i64> = BTreeMap::new();
+    for p in &s.postings {
+        *balance.entry(p.from).or_default() -= p.amount;
+        *balance.entry(p.to).or_default() += p.amount;
+    }
+    for l in &s.lines {
+        assert_eq!(balance.get(&Account::Site(l.site)).copied().unwrap_or(0), l.net_amount);
+    }
 }
 
 #[test]

@@ -78,8 +78,14 @@ async fn settle_period(
 
 /// Settles every cleared period that is due at `now`; returns the periods settled.
 ///
+/// Each period stands on its own: one that cannot be settled (its inputs refused by the
+/// settlement, a row the database will not take) is logged, counted in
+/// `gridmesh_settlement_failed_periods_total{step="settle"}` and tried again next round, and
+/// the later periods settle meanwhile.
+///
 /// # Errors
-/// Database errors.
+/// Database errors worth retrying (the database away, a lost serialisation race): the round
+/// stops there and the next one goes on.
 pub async fn settle_due(
     pool: &Pool,
     settings: &SettlementSettings,
@@ -89,40 +95,62 @@ pub async fn settle_due(
     let latest = Period::containing(now).prev();
     let mut done = Vec::new();
     for period in gridmesh_db::periods_to_settle(pool, latest.offset(-LOOKBACK_PERIODS), latest).await? {
-        if now < period.end() + settings.grace && !gridmesh_db::metering_complete(pool, period).await? {
-            continue;
+        match settle_one(pool, settings, genesis, now, period).await {
+            Ok(true) => done.push(period),
+            Ok(false) => {}
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => period_failed("settle", period, &e),
         }
-        let s = settle_period(pool, settings, period).await?;
-        if !gridmesh_db::store_settlement(pool, &s, &settings.tariffs).await? {
-            continue;
-        }
-        metrics::counter!("gridmesh_settlement_periods_total").increment(1);
-        tracing::info!(
-            period = %period,
-            lines = s.lines.len(),
-            total_wh = s.total_wh,
-            root = %hex::encode(s.root()),
-            "period settled"
-        );
-        if let Some(genesis) = genesis {
-            let accounts = gridmesh_db::site_reward_addresses(pool).await?;
-            let d = distribute(period, emission_for(period, genesis), &s.lines, |site| {
-                accounts.get(&site).copied()
-            });
-            gridmesh_db::store_distribution(pool, &d).await?;
-        }
-        done.push(period);
     }
     Ok(done)
+}
+
+/// Settles `period` if it is due; true when this call stored its settlement.
+async fn settle_one(
+    pool: &Pool,
+    settings: &SettlementSettings,
+    genesis: Option<Period>,
+    now: DateTime<Utc>,
+    period: Period,
+) -> Result<bool, DbError> {
+    if now < period.end() + settings.grace && !gridmesh_db::metering_complete(pool, period).await? {
+        return Ok(false);
+    }
+    let s = settle_period(pool, settings, period).await?;
+    if !gridmesh_db::store_settlement(pool, &s, &settings.tariffs).await? {
+        return Ok(false);
+    }
+    metrics::counter!("gridmesh_settlement_periods_total").increment(1);
+    tracing::info!(
+        period = %period,
+        lines = s.lines.len(),
+        total_wh = s.total_wh,
+        root = %hex::encode(s.root()),
+        "period settled"
+    );
+    if let Some(genesis) = genesis {
+        let accounts = gridmesh_db::site_reward_addresses(pool).await?;
+        let d =
+            distribute(period, emission_for(period, genesis), &s.lines, |site| accounts.get(&site).copied());
+        gridmesh_db::store_distribution(pool, &d).await?;
+    }
+    Ok(true)
+}
+
+/// Logs and counts a period that failed on its own, so the periods after it go on.
+fn period_failed(step: &'static str, period: Period, error: &DbError) {
+    metrics::counter!("gridmesh_settlement_failed_periods_total", "step" => step).increment(1);
+    tracing::error!(step, period = %period, error = %error, "period failed; the later periods go on");
 }
 
 /// Re-settles periods whose lines waited for metering (flagged or missing) once their data
 /// arrived or was reviewed: a new revision with the new lines, and adjusting ledger entries for
 /// the difference; nothing posted before is changed, and revision 1 stays the anchored one.
-/// Returns the periods adjusted.
+/// Returns the periods adjusted. A period that fails on its own is logged and counted (see
+/// [`settle_due`]) and the others go on.
 ///
 /// # Errors
-/// Database errors.
+/// Database errors worth retrying.
 pub async fn adjust_due(
     pool: &Pool,
     settings: &SettlementSettings,
@@ -131,19 +159,35 @@ pub async fn adjust_due(
     let since = Period::containing(now).offset(-LOOKBACK_PERIODS);
     let mut done = Vec::new();
     for (period, revision) in gridmesh_db::periods_awaiting_data(pool, since).await? {
-        let s = settle_period(pool, settings, period).await?;
-        if gridmesh_db::revision_lines(pool, period, revision).await? == s.lines {
-            continue;
-        }
-        let posted = gridmesh_db::period_postings(pool, period).await?;
-        let entries = gridmesh_settlement::adjustments(&posted, &s.postings);
-        if gridmesh_db::store_adjustment(pool, &s, &settings.tariffs, revision + 1, &entries).await? {
-            metrics::counter!("gridmesh_settlement_adjustments_total").increment(1);
-            tracing::info!(period = %period, revision = revision + 1, entries = entries.len(), "late data adjusted");
-            done.push(period);
+        match adjust_one(pool, settings, period, revision).await {
+            Ok(true) => done.push(period),
+            Ok(false) => {}
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => period_failed("adjust", period, &e),
         }
     }
     Ok(done)
+}
+
+/// Re-settles `period` (last stored as `revision`); true when this call stored a new revision.
+async fn adjust_one(
+    pool: &Pool,
+    settings: &SettlementSettings,
+    period: Period,
+    revision: i32,
+) -> Result<bool, DbError> {
+    let s = settle_period(pool, settings, period).await?;
+    if gridmesh_db::revision_lines(pool, period, revision).await? == s.lines {
+        return Ok(false);
+    }
+    let posted = gridmesh_db::period_postings(pool, period).await?;
+    let entries = gridmesh_settlement::adjustments(&posted, &s.postings);
+    if !gridmesh_db::store_adjustment(pool, &s, &settings.tariffs, revision + 1, &entries).await? {
+        return Ok(false);
+    }
+    metrics::counter!("gridmesh_settlement_adjustments_total").increment(1);
+    tracing::info!(period = %period, revision = revision + 1, entries = entries.len(), "late data adjusted");
+    Ok(true)
 }
 
 /// Settles and adjusts every `tick` until `shutdown`; failures back off exponentially up to
